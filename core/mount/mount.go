@@ -92,8 +92,8 @@ func (m Mount) Mount(target string) error {
 	flags, data := ParseOptions(m.Options)
 	const propagation = unix.MS_SHARED | unix.MS_PRIVATE | unix.MS_SLAVE | unix.MS_UNBINDABLE
 	if flags&unix.MS_REMOUNT == 0 || data != "" {
-		if err := unix.Mount(m.Source, target, m.Type, flags&^propagation, data); err != nil {
-			return fmt.Errorf("mount %s (%s, options %q) on %s: %w", m.Source, m.Type, strings.Join(m.Options, ","), target, err)
+		if err := mountFS(m.Source, target, m.Type, flags&^propagation, data); err != nil {
+			return fmt.Errorf("mount %s (%s, options %q) on %s: %w", m.Source, m.Type, shorten(strings.Join(m.Options, ",")), target, err)
 		}
 	}
 	if flags&propagation != 0 {
@@ -108,6 +108,15 @@ func (m Mount) Mount(target string) error {
 		}
 	}
 	return nil
+}
+
+// shorten keeps error messages readable when options list many layers.
+func shorten(s string) string {
+	const max = 512
+	if len(s) <= max {
+		return s
+	}
+	return fmt.Sprintf("%s...(%d bytes)", s[:max], len(s))
 }
 
 // All mounts each of mounts on target in order.
