@@ -1,0 +1,8 @@
+// Package builtins links every built-in plugin into berthd.
+package builtins
+
+import (
+	_ "github.com/berthd/berth/plugins/events"
+	_ "github.com/berthd/berth/plugins/grpcapi"
+	_ "github.com/berthd/berth/plugins/metadata"
+)
