@@ -128,4 +128,3 @@ func isConnectError(err error) bool {
 	msg := err.Error()
 	return strings.Contains(msg, "connection error") || strings.Contains(msg, "dial unix") || strings.Contains(msg, "connect:")
 }
-
