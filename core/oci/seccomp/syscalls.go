@@ -1,0 +1,157 @@
+package seccomp
+
+import (
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// allowed are the system calls every container may make. Names the
+// running kernel or libseccomp does not know are skipped by the runtimes,
+// so listing calls of other architectures and newer kernels is harmless.
+var allowed = strings.Fields(`
+	accept accept4 access adjtimex alarm bind brk
+	capget capset chdir chmod chown chown32
+	clock_adjtime clock_adjtime64 clock_getres clock_getres_time64
+	clock_gettime clock_gettime64 clock_nanosleep clock_nanosleep_time64
+	close close_range connect copy_file_range creat dup dup2 dup3
+	epoll_create epoll_create1 epoll_ctl epoll_ctl_old epoll_pwait epoll_pwait2
+	epoll_wait epoll_wait_old eventfd eventfd2 execve execveat exit exit_group
+	faccessat faccessat2 fadvise64 fadvise64_64 fallocate fanotify_mark
+	fchdir fchmod fchmodat fchown fchown32 fchownat fcntl fcntl64 fdatasync
+	fgetxattr flistxattr flock fork fremovexattr fsetxattr
+	fstat fstat64 fstatat64 fstatfs fstatfs64 fsync ftruncate ftruncate64
+	futex futex_time64 futex_waitv futimesat
+	getcpu getcwd getdents getdents64 getegid getegid32 geteuid geteuid32
+	getgid getgid32 getgroups getgroups32 getitimer getpeername getpgid getpgrp
+	getpid getppid getpriority getrandom getresgid getresgid32 getresuid getresuid32
+	getrlimit get_robust_list getrusage getsid getsockname getsockopt
+	get_thread_area gettid gettimeofday getuid getuid32 getxattr
+	inotify_add_watch inotify_init inotify_init1 inotify_rm_watch
+	io_cancel ioctl io_destroy io_getevents io_pgetevents io_pgetevents_time64
+	ioprio_get ioprio_set io_setup io_submit
+	io_uring_enter io_uring_register io_uring_setup ipc kill
+	landlock_add_rule landlock_create_ruleset landlock_restrict_self
+	lchown lchown32 lgetxattr link linkat listen listxattr llistxattr _llseek
+	lremovexattr lseek lsetxattr lstat lstat64
+	madvise membarrier memfd_create memfd_secret mincore mkdir mkdirat mknod mknodat
+	mlock mlock2 mlockall mmap mmap2 mprotect
+	mq_getsetattr mq_notify mq_open mq_timedreceive mq_timedreceive_time64
+	mq_timedsend mq_timedsend_time64 mq_unlink mremap
+	msgctl msgget msgrcv msgsnd msync munlock munlockall munmap
+	name_to_handle_at nanosleep newfstatat _newselect open openat openat2
+	pause pidfd_open pidfd_send_signal pipe pipe2 pkey_alloc pkey_free pkey_mprotect
+	poll ppoll ppoll_time64 prctl pread64 preadv preadv2 prlimit64 process_mrelease
+	pselect6 pselect6_time64 pwrite64 pwritev pwritev2
+	read readahead readlink readlinkat readv recv recvfrom recvmmsg recvmmsg_time64
+	recvmsg remap_file_pages removexattr rename renameat renameat2 restart_syscall
+	rmdir rseq rt_sigaction rt_sigpending rt_sigprocmask rt_sigqueueinfo rt_sigreturn
+	rt_sigsuspend rt_sigtimedwait rt_sigtimedwait_time64 rt_tgsigqueueinfo
+	sched_getaffinity sched_getattr sched_getparam sched_get_priority_max
+	sched_get_priority_min sched_getscheduler sched_rr_get_interval
+	sched_rr_get_interval_time64 sched_setaffinity sched_setattr sched_setparam
+	sched_setscheduler sched_yield seccomp select semctl semget semop semtimedop
+	semtimedop_time64 send sendfile sendfile64 sendmmsg sendmsg sendto
+	setfsgid setfsgid32 setfsuid setfsuid32 setgid setgid32 setgroups setgroups32
+	setitimer setpgid setpriority setregid setregid32 setresgid setresgid32
+	setresuid setresuid32 setreuid setreuid32 setrlimit set_robust_list setsid
+	setsockopt set_thread_area set_tid_address setuid setuid32 setxattr
+	shmat shmctl shmdt shmget shutdown sigaltstack signalfd signalfd4 sigprocmask
+	sigreturn socketcall socketpair splice stat stat64 statfs statfs64 statx
+	symlink symlinkat sync sync_file_range syncfs sysinfo tee tgkill time
+	timer_create timer_delete timer_getoverrun timer_gettime timer_gettime64
+	timer_settime timer_settime64 timerfd_create timerfd_gettime timerfd_gettime64
+	timerfd_settime timerfd_settime64 times tkill truncate truncate64 ugetrlimit
+	umask uname unlink unlinkat utime utimensat utimensat_time64 utimes
+	vfork vmsplice wait4 waitid waitpid write writev
+`)
+
+// nsFlags are the clone flags that create namespaces; without
+// CAP_SYS_ADMIN a container may clone only with none of them set.
+const nsFlags = unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC |
+	unix.CLONE_NEWUSER | unix.CLONE_NEWPID | unix.CLONE_NEWNET | unix.CLONE_NEWCGROUP
+
+// eq builds the "argument index equals value" condition.
+func eq(index uint, value uint64) []specs.LinuxSeccompArg {
+	return []specs.LinuxSeccompArg{{Index: index, Value: value, Op: specs.OpEqualTo}}
+}
+
+// personality values a container may set: the Linux default, 32-bit
+// (PER_LINUX32), UNAME26 and their combination, and the 0xffffffff query.
+var personalities = []uint64{0x0, 0x0008, 0x20000, 0x20008, 0xffffffff}
+
+var sysAdmin = []string{"CAP_SYS_ADMIN"}
+
+// rules are the conditional entries, checked in order.
+var rules = buildRules()
+
+func buildRules() []rule {
+	rs := []rule{
+		// ptrace could bypass seccomp before 4.8.
+		{names: fields("process_vm_readv process_vm_writev ptrace"), minKernel: KernelVersion{4, 8}},
+		// vsock reaches the host through the hypervisor.
+		{names: fields("socket"), args: []specs.LinuxSeccompArg{{Index: 0, Value: unix.AF_VSOCK, Op: specs.OpNotEqual}}},
+	}
+	for _, p := range personalities {
+		rs = append(rs, rule{names: fields("personality"), args: eq(0, p)})
+	}
+	rs = append(rs, archRules...)
+	rs = append(rs,
+		// Without CAP_SYS_ADMIN clone may not create namespaces. s390 passes
+		// the flags as the second argument.
+		rule{
+			names:     fields("clone"),
+			args:      []specs.LinuxSeccompArg{{Index: 0, Value: nsFlags, ValueTwo: 0, Op: specs.OpMaskedEqual}},
+			notCaps:   sysAdmin,
+			notArches: []string{"s390", "s390x"},
+		},
+		rule{
+			names:   fields("clone"),
+			args:    []specs.LinuxSeccompArg{{Index: 1, Value: nsFlags, ValueTwo: 0, Op: specs.OpMaskedEqual}},
+			notCaps: sysAdmin,
+			arches:  []string{"s390", "s390x"},
+		},
+		// clone3 passes its flags in memory the filter cannot read; ENOSYS
+		// makes libc fall back to clone.
+		rule{names: fields("clone3"), action: specs.ActErrno, errno: uint(unix.ENOSYS), notCaps: sysAdmin},
+	)
+	for _, c := range capRules {
+		rs = append(rs, rule{names: fields(c.names), caps: []string{c.capability}})
+	}
+	return rs
+}
+
+// archRules allow architecture-specific calls on the Go architectures
+// that have them.
+var archRules = []rule{
+	{names: fields("sync_file_range2 swapcontext"), arches: []string{"ppc64le"}},
+	{names: fields("arm_fadvise64_64 arm_sync_file_range sync_file_range2 breakpoint cacheflush set_tls"), arches: []string{"arm", "arm64"}},
+	{names: fields("arch_prctl"), arches: []string{"amd64"}},
+	{names: fields("modify_ldt"), arches: []string{"amd64", "386"}},
+	{names: fields("s390_pci_mmio_read s390_pci_mmio_write s390_runtime_instr"), arches: []string{"s390", "s390x"}},
+	{names: fields("riscv_flush_icache"), arches: []string{"riscv64"}},
+}
+
+// capRules allow calls that are only useful, and only safe to expose,
+// when the container holds the capability that guards them.
+var capRules = []struct{ capability, names string }{
+	{"CAP_DAC_READ_SEARCH", "open_by_handle_at"},
+	{"CAP_SYS_ADMIN", `bpf clone clone3 fanotify_init fsconfig fsmount fsopen fspick
+		lookup_dcookie mount mount_setattr move_mount open_tree perf_event_open
+		quotactl quotactl_fd setdomainname sethostname setns syslog umount umount2 unshare`},
+	{"CAP_SYS_BOOT", "reboot"},
+	{"CAP_SYS_CHROOT", "chroot"},
+	{"CAP_SYS_MODULE", "delete_module init_module finit_module"},
+	{"CAP_SYS_PACCT", "acct"},
+	{"CAP_SYS_PTRACE", "kcmp pidfd_getfd process_madvise process_vm_readv process_vm_writev ptrace"},
+	{"CAP_SYS_RAWIO", "iopl ioperm"},
+	{"CAP_SYS_TIME", "settimeofday stime clock_settime clock_settime64"},
+	{"CAP_SYS_TTY_CONFIG", "vhangup"},
+	{"CAP_SYS_NICE", "get_mempolicy mbind set_mempolicy set_mempolicy_home_node"},
+	{"CAP_SYSLOG", "syslog"},
+	{"CAP_BPF", "bpf"},
+	{"CAP_PERFMON", "perf_event_open"},
+}
+
+func fields(s string) []string { return strings.Fields(s) }
