@@ -116,7 +116,7 @@ func (s *sandbox) outside(t *testing.T) string {
 		if err != nil {
 			return err
 		}
-		if strings.HasPrefix(p, s.root+"/") {
+		if p == s.root {
 			return filepath.SkipDir
 		}
 		b.WriteString(describe(t, p))
@@ -250,3 +250,5 @@ func exists(p string) bool {
 	_, err := os.Lstat(p)
 	return err == nil
 }
+
+func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
