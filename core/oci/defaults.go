@@ -10,6 +10,10 @@ import (
 )
 
 const (
+	// SpecVersion is the ociVersion written into specs. Everything berth
+	// sets exists in runtime-spec 1.0.2, and crun before 1.9 refuses any
+	// version that is not 1.0.x.
+	SpecVersion = "1.0.2-dev"
 	// DefaultRootfsPath is the rootfs directory relative to the bundle.
 	DefaultRootfsPath = "rootfs"
 	// DefaultPath is the PATH a container gets unless its image sets one.
@@ -116,9 +120,10 @@ func devRule(major, minor int64) specs.LinuxDeviceCgroup {
 
 // defaultDeviceRules is the device cgroup allowlist: deny everything, then
 // allow creating nodes (using them still needs an allow rule), the default
-// device nodes, the container's ptys, and deny /dev/fuse explicitly, as
-// Docker does. It is complete on its own, so it does not depend on the
-// runtime appending its own defaults.
+// device nodes and the container's ptys. It is complete on its own, so it
+// does not depend on the runtime appending its own defaults. (Docker also
+// lists a deny for /dev/fuse; under deny-all it changes nothing, and after
+// the mknod wildcard runc's cgroup v1 emulation refuses it.)
 func defaultDeviceRules() []specs.LinuxDeviceCgroup {
 	rules := []specs.LinuxDeviceCgroup{
 		{Allow: false, Access: "rwm"},
@@ -134,9 +139,7 @@ func defaultDeviceRules() []specs.LinuxDeviceCgroup {
 		devRule(5, 2),    // /dev/ptmx
 		devRule(136, -1), // /dev/pts/*
 	}
-	fuse := devRule(10, 229)
-	fuse.Allow = false
-	return append(rules, fuse)
+	return rules
 }
 
 func defaultNamespaces() []specs.LinuxNamespace {
@@ -157,7 +160,7 @@ func defaultNamespaces() []specs.LinuxNamespace {
 func DefaultSpec(namespace, id string) *specs.Spec {
 	caps := DefaultCapabilities()
 	return &specs.Spec{
-		Version: specs.Version,
+		Version: SpecVersion,
 		Root:    &specs.Root{Path: DefaultRootfsPath},
 		Process: &specs.Process{
 			Cwd: "/",
