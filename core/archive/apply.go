@@ -345,6 +345,8 @@ func (a *applier) directory(pfd int, base, rel string, hdr *tar.Header) error {
 		var kept bool
 		if kept, err = a.replaceable(pfd, base, true); err == nil && !kept {
 			err = unix.Mkdirat(pfd, base, 0o700)
+		} else if kept {
+			err = a.dropStaleXattrs(pfd, base, hdr)
 		}
 	}
 	if err != nil {
@@ -525,6 +527,27 @@ func (a *applier) lxattrs(pfd int, base string, hdr *tar.Header) error {
 	}
 	p := procPath(pfd, base)
 	return a.xattrs(hdr, func(k string, v []byte) error { return unix.Lsetxattr(p, k, v, 0) })
+}
+
+// dropStaleXattrs removes from an existing directory the xattrs its new entry
+// does not list: the entry describes the directory completely, and a diff
+// records a removed xattr only by its absence. overlayfs's own and the
+// host's SELinux label are kept.
+func (a *applier) dropStaleXattrs(pfd int, base string, hdr *tar.Header) error {
+	p := procPath(pfd, base)
+	attrs, err := listXattrs(p)
+	if err != nil {
+		return err
+	}
+	for k := range attrs {
+		if _, ok := hdr.PAXRecords[paxXattrPrefix+k]; ok || overlayXattr(k) || k == "security.selinux" {
+			continue
+		}
+		if err := unix.Lremovexattr(p, k); err != nil && err != unix.ENODATA {
+			return fmt.Errorf("remove xattr %q: %w", k, err)
+		}
+	}
+	return nil
 }
 
 func hasXattrs(hdr *tar.Header) bool {

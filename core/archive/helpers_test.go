@@ -141,6 +141,13 @@ func (s *sandbox) checkOutside(t *testing.T) {
 // target, device, xattrs and content hash.
 func describe(t testing.TB, p string) string {
 	t.Helper()
+	return describeWith(t, p, false)
+}
+
+// describeWith is describe with mtimes in whole seconds when secondsOnly,
+// the precision of the layers WriteDiff writes.
+func describeWith(t testing.TB, p string, secondsOnly bool) string {
+	t.Helper()
 	var st unix.Stat_t
 	if err := unix.Lstat(p, &st); err != nil {
 		t.Fatal(err)
@@ -161,7 +168,11 @@ func describe(t testing.TB, p string) string {
 		s += fmt.Sprintf(" dev=%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFLNK {
-		s += fmt.Sprintf(" mtime=%d.%09d", st.Mtim.Sec, st.Mtim.Nsec)
+		if secondsOnly {
+			s += fmt.Sprintf(" mtime=%d", st.Mtim.Sec)
+		} else {
+			s += fmt.Sprintf(" mtime=%d.%09d", st.Mtim.Sec, st.Mtim.Nsec)
+		}
 	}
 	attrs, err := listXattrs(p)
 	if err != nil {
@@ -182,6 +193,17 @@ func describe(t testing.TB, p string) string {
 // sorted. Hard links show as shared inode groups.
 func treeOf(t testing.TB, dir string) string {
 	t.Helper()
+	return treeWith(t, dir, false)
+}
+
+// treeSecs is treeOf with mtimes in whole seconds.
+func treeSecs(t testing.TB, dir string) string {
+	t.Helper()
+	return treeWith(t, dir, true)
+}
+
+func treeWith(t testing.TB, dir string, secondsOnly bool) string {
+	t.Helper()
 	var lines []string
 	inodes := map[uint64]string{}
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
@@ -189,7 +211,7 @@ func treeOf(t testing.TB, dir string) string {
 			return err
 		}
 		rel, _ := filepath.Rel(dir, p)
-		line := rel + " " + strings.TrimPrefix(describe(t, p), p+" ")
+		line := rel + " " + strings.TrimPrefix(describeWith(t, p, secondsOnly), p+" ")
 		if rel == "." {
 			line = ". " + dirMode(t, p)
 		}
