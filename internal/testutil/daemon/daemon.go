@@ -48,7 +48,6 @@ type Option func(*options)
 type options struct {
 	config string
 	args   []string
-	env    []string
 }
 
 // WithConfig appends TOML to the daemon's config file.
