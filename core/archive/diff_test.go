@@ -71,7 +71,10 @@ func buildParent(t *testing.T, dir string, opts ...ApplyOpt) string {
 }
 
 // mutate changes a tree the way a container would.
-func mutate(t *testing.T, root string) {
+// On overlayfs (onOverlay) hard-linked lower files are left alone: copy-up
+// splits a hard link while the lower file keeps counting both names, which no
+// layer can express.
+func mutate(t *testing.T, root string, onOverlay bool) {
 	t.Helper()
 	p := func(rel string) string { return filepath.Join(root, rel) }
 	must := func(err error) {
@@ -86,7 +89,9 @@ func mutate(t *testing.T, root string) {
 	st := lstat(t, p("etc/group"))
 	must(os.WriteFile(p("etc/group"), []byte("ROOT:x:0:\n"), 0o644))
 	must(unix.UtimesNano(p("etc/group"), []unix.Timespec{st.Atim, st.Mtim}))
-	must(os.Chmod(p("bin/sh"), 0o700)) // and bin/ls, its hard link
+	if !onOverlay {
+		must(os.Chmod(p("bin/sh"), 0o700)) // and bin/ls, its hard link
+	}
 	must(os.Lchown(p("home/user/.profile"), 2000, 2000))
 	must(unix.Setxattr(p("usr/lib/libc.so"), "user.a", []byte("2"), 0))
 	must(os.Remove(p("var/cache/new")))
@@ -131,7 +136,7 @@ func TestDiffRoundTrip(t *testing.T) {
 	if treeOf(t, parent) != treeOf(t, upper) {
 		t.Fatalf("applying the same layers twice gave different trees:\n%s", lineDiff(treeOf(t, parent), treeOf(t, upper)))
 	}
-	mutate(t, upper)
+	mutate(t, upper, false)
 
 	layer := writeDiff(t, parent, upper)
 	if again := writeDiff(t, parent, upper); !bytes.Equal(layer, again) {
