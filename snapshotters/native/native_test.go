@@ -21,3 +21,7 @@ func newSnapshotter(opts ...Opt) testsuite.NewFunc {
 func TestNative(t *testing.T) {
 	testsuite.Run(t, "native", newSnapshotter())
 }
+
+func BenchmarkNative(b *testing.B) {
+	testsuite.Bench(b, "native", newSnapshotter())
+}

@@ -21,3 +21,7 @@ func newSnapshotter(opts ...Opt) testsuite.NewFunc {
 func TestOverlay(t *testing.T) {
 	testsuite.Run(t, "overlay", newSnapshotter())
 }
+
+func BenchmarkOverlay(b *testing.B) {
+	testsuite.Bench(b, "overlay", newSnapshotter())
+}
