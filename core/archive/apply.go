@@ -41,8 +41,15 @@ const (
 	paxXattrPrefix     = "SCHILY.xattr."
 )
 
+// whiteoutLiteral, for UntarInto, creates ".wh.*" entries as the plain files
+// they are outside a layer.
+const whiteoutLiteral WhiteoutMode = -1
+
 type applyOptions struct {
 	whiteouts WhiteoutMode
+	// prefix is a directory inside root that names are relative to, for
+	// UntarInto; symlinks still resolve against root.
+	prefix    string
 	sameOwner bool
 	logger    *slog.Logger
 }
@@ -186,15 +193,16 @@ func (a *applier) entry(hdr *tar.Header, tr *tar.Reader) error {
 	if err != nil {
 		return fmt.Errorf("layer entry %q: %v: %w", hdr.Name, err, errdefs.ErrInvalidArgument)
 	}
-	dir, base := splitRel(rel)
-	if strings.HasPrefix(base, whiteoutPrefix) {
-		return a.whiteout(hdr, dir, base)
+	if rel == "." && hdr.Typeflag != tar.TypeDir {
+		return fmt.Errorf("layer entry %q: the root can only be a directory: %w", hdr.Name, errdefs.ErrInvalidArgument)
 	}
+	rel = joinRel(a.opts.prefix, rel)
 	if rel == "." {
-		if hdr.Typeflag != tar.TypeDir {
-			return fmt.Errorf("layer entry %q: the root can only be a directory: %w", hdr.Name, errdefs.ErrInvalidArgument)
-		}
 		return a.rootDir(hdr)
+	}
+	dir, base := splitRel(rel)
+	if a.opts.whiteouts != whiteoutLiteral && strings.HasPrefix(base, whiteoutPrefix) {
+		return a.whiteout(hdr, dir, base)
 	}
 	pfd, err := a.root.dir(dir, true, a.markAdded)
 	if err != nil {
@@ -436,6 +444,7 @@ func (a *applier) hardlink(pfd int, base, rel string, hdr *tar.Header) error {
 	if target == "." {
 		return fmt.Errorf("layer entry %q: link target is the root: %w", hdr.Name, errdefs.ErrInvalidArgument)
 	}
+	target = joinRel(a.opts.prefix, target)
 	if target == rel {
 		return nil
 	}

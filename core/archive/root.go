@@ -198,6 +198,12 @@ func splitRel(rel string) (dir, base string) {
 
 // joinRel joins a cleaned relative directory and a name.
 func joinRel(dir, name string) string {
+	if name == "." {
+		if dir == "" {
+			return "."
+		}
+		return dir
+	}
 	if dir == "." || dir == "" {
 		return name
 	}
