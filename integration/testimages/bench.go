@@ -226,6 +226,7 @@ func writeBenchTar(tw *tar.Writer, index int, seed uint64, size int64, busybox b
 		}
 	}
 	const filesPerDir = 64
+	layerSize := size
 	for n := 0; size > 0; n++ {
 		if n%filesPerDir == 0 {
 			hdr := &tar.Header{Typeflag: tar.TypeDir, Name: fmt.Sprintf("%s/d%03d/", root, n/filesPerDir), Mode: 0o755, ModTime: Epoch}
@@ -233,7 +234,7 @@ func writeBenchTar(tw *tar.Writer, index int, seed uint64, size int64, busybox b
 				return err
 			}
 		}
-		fsize := min(g.fileSize(), size)
+		fsize := min(g.fileSize(layerSize), size)
 		size -= fsize
 		if err := g.writeFile(tw, fmt.Sprintf("%s/d%03d/f%05d", root, n/filesPerDir, n), fsize); err != nil {
 			return err
@@ -315,11 +316,12 @@ func (g *contentGen) wordSalad(n int) []byte {
 }
 
 // fileSize is mostly small files (64 B - 64 KiB) and some large ones
-// (64 KiB - 8 MiB), log-uniform within each class.
-func (g *contentGen) fileSize() int64 {
+// (64 KiB - 8 MiB, at most a sixteenth of the layer so that every layer
+// has many files), log-uniform within each class.
+func (g *contentGen) fileSize(layerSize int64) int64 {
 	lo, hi := 64.0, 64.0*1024
-	if g.rng.IntN(100) < 12 {
-		lo, hi = 64.0*1024, 8.0*1024*1024
+	if g.rng.IntN(100) < 5 {
+		lo, hi = 64.0*1024, max(128.0*1024, min(8.0*1024*1024, float64(layerSize)/16))
 	}
 	return int64(lo * math.Pow(hi/lo, g.rng.Float64()))
 }

@@ -1,6 +1,7 @@
 package testimages
 
 import (
+	"archive/tar"
 	"bufio"
 	"bytes"
 	"fmt"
@@ -188,4 +189,26 @@ func markerImage(spec ocispec.Platform, name string, c Compression) (*Image, err
 		Platform:    spec,
 		Config:      ocispec.ImageConfig{Env: []string{DefaultPath}, Cmd: []string{"sh"}},
 	})
+}
+
+// BusyboxExpected is the filesystem of [Busybox]: its files and
+// directories, and a sample of the applet links.
+func BusyboxExpected() Expectation {
+	home := dir(0o755)
+	home.UID, home.GID = BerthUID, BerthGID
+	return Expectation{Present: map[string]FSEntry{
+		"bin/busybox":    {Type: tar.TypeReg, Mode: 0o755, AnyData: true},
+		"bin/sh":         link("busybox"),
+		"bin/ls":         link("busybox"),
+		"bin/httpd":      link("busybox"),
+		"etc/passwd":     reg(Passwd, 0o644),
+		"etc/group":      reg(Group, 0o644),
+		"tmp":            dir(0o1777),
+		"root":           dir(0o700),
+		"home/berth":     home,
+		"www/index.html": reg(IndexHTML, 0o644),
+		"dev":            dir(0o755),
+		"proc":           dir(0o555),
+		"sys":            dir(0o555),
+	}}
 }

@@ -14,8 +14,13 @@
 //   - [BuildImage] (layers + config + history + platform + annotations, with a
 //     [Compression]) and [BuildIndex] (multi-platform), both returning an
 //     [Image]: a root descriptor plus every blob it references.
-//   - Ready-made images: [Busybox], [MultiLayer] (with [MultiLayerExpected]),
-//     [MultiPlatform], [SymlinkData], and hostile layers from [EvilLayers].
+//   - Ready-made images: [Busybox], [MultiLayer], [MultiPlatform],
+//     [SymlinkData], and hostile layers from [EvilLayers] (checked with
+//     [PrepareOutside] and [CheckOutside]).
+//   - [BusyboxExpected] and [MultiLayerExpected]: the root filesystems an
+//     unpack must produce, checked against a directory by [Expectation.Check].
+//   - [Image.Walk] (every blob, children first: the order of a registry
+//     push), [Image.Resolve] and [Image.LayerTars].
 //   - Writers: [WriteOCILayout], [WriteOCIArchive] and [WriteDockerArchive],
 //     and [Validate] / [ValidateArchive] to check any OCI layout or archive
 //     (berth's own exports included) for structural validity.

@@ -161,3 +161,19 @@ func CheckOutside(outside string) error {
 	}
 	return errors.Join(errs...)
 }
+
+// Image is [Busybox] with e on top, named docker.io/berth/evil-<name>:latest,
+// for tests that go through import or pull and unpack.
+func (e EvilLayer) Image(opts ...Option) (*Image, error) {
+	o := applyOptions("docker.io/berth/evil-"+e.Name+":latest", opts)
+	base, err := BusyboxLayer()
+	if err != nil {
+		return nil, err
+	}
+	return BuildImage(ImageSpec{
+		Name:        o.name,
+		Layers:      []Layer{base, e.Layer},
+		Compression: o.compression,
+		Config:      ocispec.ImageConfig{Env: []string{DefaultPath}, Cmd: []string{"sh"}},
+	})
+}

@@ -51,7 +51,8 @@ func (e Expectation) Check(root string) error {
 		}
 	}
 	for _, name := range e.Absent {
-		if _, err := os.Lstat(filepath.Join(root, name)); !errors.Is(err, fs.ErrNotExist) {
+		_, err := os.Lstat(filepath.Join(root, name))
+		if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
 			errs = append(errs, fmt.Errorf("%s: should not exist (lstat: %v)", name, err))
 		}
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"slices"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/platforms"
@@ -266,9 +265,4 @@ func (img *Image) LayerTars(platform string) ([][]byte, error) {
 		}
 	}
 	return tars, nil
-}
-
-// digests returns the blob digests of img in a fixed order.
-func (img *Image) digests() []digest.Digest {
-	return slices.Sorted(maps.Keys(img.Blobs))
 }

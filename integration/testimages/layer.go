@@ -92,7 +92,9 @@ type Layer struct {
 // NewLayer builds a well-formed layer: names are cleaned and made relative
 // ("/etc/x" and "etc/x" are the same), directories get a trailing slash,
 // missing parent directories are added (mode 0755, root), entries are sorted
-// by name and zero mtimes become [Epoch]. Duplicate names are an error.
+// by name and zero mtimes become [Epoch]. Of hard-linked names the first in
+// that order holds the data and the others link to it. Duplicate names are
+// an error.
 func NewLayer(entries ...Entry) (Layer, error) {
 	byName := make(map[string]Entry, len(entries))
 	for _, e := range entries {
@@ -129,7 +131,40 @@ func NewLayer(entries ...Entry) (Layer, error) {
 		}
 		sorted[i] = e
 	}
+	linksAfterTargets(sorted)
 	return RawLayer(sorted...)
+}
+
+// linksAfterTargets makes the first name of each hard-linked file (in tar
+// order) hold its data, as a tar reader needs a link's target before the
+// link; the other names become links to it, as Docker writes them.
+func linksAfterTargets(entries []Entry) {
+	pos := make(map[string]int, len(entries))
+	for i, e := range entries {
+		pos[strings.TrimSuffix(e.Header.Name, "/")] = i
+	}
+	holder := map[string]string{} // original target -> name now holding the data
+	for i, e := range entries {
+		if e.Header.Typeflag != tar.TypeLink {
+			continue
+		}
+		target := e.Header.Linkname
+		if h, ok := holder[target]; ok {
+			entries[i].Header.Linkname = h
+			continue
+		}
+		j, ok := pos[target]
+		if !ok || j < i || entries[j].Header.Typeflag != tar.TypeReg {
+			continue // a link to a lower layer's file, or already in order
+		}
+		data := entries[j]
+		data.Header.Name = e.Header.Name
+		entries[i] = data
+		entries[j].Header = tar.Header{Typeflag: tar.TypeLink, Name: target, Linkname: e.Header.Name,
+			Mode: data.Header.Mode, Uid: data.Header.Uid, Gid: data.Header.Gid, ModTime: data.Header.ModTime}
+		entries[j].Data = nil
+		holder[target] = e.Header.Name
+	}
 }
 
 // RawLayer writes entries in the given order with their names untouched, so

@@ -3,6 +3,7 @@ package testimages
 import (
 	"archive/tar"
 	"bytes"
+	"fmt"
 	"slices"
 	"testing"
 
@@ -34,12 +35,13 @@ func TestNewLayerNormalizes(t *testing.T) {
 		link     string
 	}{
 		{"a/", tar.TypeDir, 0o755, 0, 0, ""},
-		{"a/h", tar.TypeLink, 0o644, 0, 0, "etc/x"},
+		{"a/h", tar.TypeReg, 0o600, 7, 8, ""}, // holds the data: it comes first
+
 		{"a/s", tar.TypeSymlink, 0o777, 0, 0, "../etc/x"},
 		{"dev/", tar.TypeDir, 0o755, 0, 0, ""},
 		{"dev/null", tar.TypeChar, 0o666, 0, 0, ""},
 		{"etc/", tar.TypeDir, 0o755, 0, 0, ""},
-		{"etc/x", tar.TypeReg, 0o600, 7, 8, ""},
+		{"etc/x", tar.TypeLink, 0o600, 7, 8, "a/h"},
 		{"tmp/", tar.TypeDir, 0o1777, 0, 0, ""},
 		{"usr/", tar.TypeDir, 0o755, 0, 0, ""},
 		{"usr/.wh.old", tar.TypeReg, 0o644, 0, 0, ""},
@@ -65,8 +67,8 @@ func TestNewLayerNormalizes(t *testing.T) {
 	if dev := got[4].hdr; dev.Devmajor != 1 || dev.Devminor != 3 {
 		t.Errorf("dev/null is %d,%d", dev.Devmajor, dev.Devminor)
 	}
-	if string(got[6].data) != "x" {
-		t.Errorf("etc/x content %q", got[6].data)
+	if string(got[1].data) != "x" || got[1].hdr.Size != 1 || got[6].hdr.Size != 0 {
+		t.Errorf("hard-linked data: a/h %q (size %d), etc/x size %d", got[1].data, got[1].hdr.Size, got[6].hdr.Size)
 	}
 }
 
@@ -125,5 +127,20 @@ func TestCompressRoundTrip(t *testing.T) {
 	}
 	if _, _, err := l.Compress("lz4"); !errdefs.IsInvalidArgument(err) {
 		t.Errorf("unknown compression: err %v", err)
+	}
+}
+
+func TestNewLayerHardlinkChain(t *testing.T) {
+	l, err := NewLayer(Hardlink("a", "z"), Hardlink("b", "/z"), File("z", []byte("data"), 0o640), Hardlink("zz", "z"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range readTar(t, l.Tar) {
+		got = append(got, fmt.Sprintf("%s %c %s %q", e.hdr.Name, e.hdr.Typeflag, e.hdr.Linkname, e.data))
+	}
+	want := []string{`a 0  "data"`, `b 1 a ""`, `z 1 a ""`, `zz 1 a ""`}
+	if !slices.Equal(got, want) {
+		t.Errorf("entries %q, want %q", got, want)
 	}
 }
