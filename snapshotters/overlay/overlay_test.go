@@ -22,6 +22,10 @@ func TestOverlay(t *testing.T) {
 	testsuite.Run(t, "overlay", newSnapshotter())
 }
 
+func TestOverlaySyncRemove(t *testing.T) {
+	testsuite.Run(t, "overlay-sync", newSnapshotter(WithSyncRemove()))
+}
+
 func BenchmarkOverlay(b *testing.B) {
 	testsuite.Bench(b, "overlay", newSnapshotter())
 }

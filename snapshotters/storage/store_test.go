@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/berthd/berth/core/snapshots"
 	"github.com/containerd/errdefs"
@@ -200,5 +201,26 @@ func TestDiskUsage(t *testing.T) {
 	}
 	if u.Size < 8192 || u.Size > 8192+st.Blocks*512+64<<10 {
 		t.Errorf("size = %d: want the linked file once and nothing for the hole", u.Size)
+	}
+}
+
+// TestBackgroundRemoval leaves a removed layer to the background deleter,
+// which must delete it without Cleanup being called.
+func TestBackgroundRemoval(t *testing.T) {
+	root := t.TempDir()
+	s := openStore(t, root)
+	ctx := context.Background()
+	if _, err := s.Create(ctx, snapshots.KindActive, "k", "", false, writeFill); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Remove(ctx, "k", false); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(entries(t, root)) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("removed layer still there: %q", entries(t, root))
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
