@@ -3,6 +3,7 @@ package oci
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -70,10 +71,11 @@ func ParseEnvFile(r io.Reader, lookup func(string) (string, bool)) ([]string, er
 			env = append(env, name+"="+v)
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return nil, invalid("read: %v", err)
+	if err := sc.Err(); err != nil && !errors.Is(err, bufio.ErrTooLong) {
+		return nil, fmt.Errorf("read env file: %w", err)
 	}
-	if lr.N == 0 {
+	// A line longer than the limit also means the file is.
+	if lr.N == 0 || sc.Err() != nil {
 		return nil, invalid("env file is larger than %d bytes", maxEnvFile)
 	}
 	return env, nil

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/containerd/errdefs"
 	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -242,6 +243,11 @@ func scanIDFile(rootfs, name string, fn func([]string)) error {
 // once confined to the rootfs, reports fs.ErrNotExist.
 func openInRoot(rootfs, name string) (*os.File, error) {
 	root, err := os.OpenFile(rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		// Not the file missing (which falls back to numeric ids): the
+		// rootfs itself is.
+		return nil, fmt.Errorf("rootfs %s does not exist: %w", rootfs, errdefs.ErrNotFound)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open rootfs %s: %w", rootfs, err)
 	}
