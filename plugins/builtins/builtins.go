@@ -2,7 +2,9 @@
 package builtins
 
 import (
+	_ "github.com/berthd/berth/plugins/defaults"
 	_ "github.com/berthd/berth/plugins/events"
 	_ "github.com/berthd/berth/plugins/grpcapi"
 	_ "github.com/berthd/berth/plugins/metadata"
+	_ "github.com/berthd/berth/plugins/snapshotters"
 )
