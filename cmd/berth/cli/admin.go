@@ -233,16 +233,10 @@ func namespacesCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var failed error
-			for _, n := range args {
-				if _, err := nc.Delete(ctx, &nsapi.DeleteNamespaceRequest{Name: n}); err != nil {
-					fmt.Fprintf(g.stderr, "berth: %v\n", err)
-					failed = &ExitError{Code: 1}
-					continue
-				}
-				fmt.Fprintln(g.stdout, n)
-			}
-			return failed
+			return eachArg(g, args, func(n string) error {
+				_, err := nc.Delete(ctx, &nsapi.DeleteNamespaceRequest{Name: n})
+				return err
+			})
 		},
 	}
 
@@ -262,11 +256,7 @@ func namespacesCommand(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				for _, kv := range strings.Split(labelString(resp.Namespace.Labels), ",") {
-					if kv != "" {
-						fmt.Fprintln(g.stdout, kv)
-					}
-				}
+				printLabels(g, resp.Namespace.Labels)
 				return nil
 			}
 			lbls, err := parseLabels(args[1:])
