@@ -7,6 +7,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/moby/sys/userns"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -155,7 +156,15 @@ func WithNetworkSysctlDefaults() SpecOpt {
 	}
 }
 
+// sysctlSeen caches sysctlExists: the host's set of parameters does not
+// change while berthd runs, and specs are generated per container.
+var sysctlSeen sync.Map
+
 func sysctlExists(key string) bool {
+	if v, ok := sysctlSeen.Load(key); ok {
+		return v.(bool)
+	}
 	_, err := os.Stat(path.Join("/proc/sys", strings.ReplaceAll(key, ".", "/")))
+	sysctlSeen.Store(key, err == nil)
 	return err == nil
 }

@@ -15,6 +15,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // missing skips the test for a missing dependency, or fails it under CI.
@@ -402,6 +405,71 @@ func TestRuntimePrivileged(t *testing.T) {
 		res := rt.run(t, only(shell("mount -t tmpfs none /mnt")))
 		if res.exit == 0 {
 			t.Errorf("mount succeeded in an unprivileged container")
+		}
+	})
+}
+
+// TestRuntimeRunConfig runs a spec with most docker run settings at once,
+// the way berthd builds it, and checks them from inside the container.
+func TestRuntimeRunConfig(t *testing.T) {
+	forEachRuntime(t, func(t *testing.T, rt *ociRuntime) {
+		host := t.TempDir()
+		hosts := filepath.Join(host, "hosts")
+		writeFile(t, hosts, "127.0.0.1 localhost berth-host-file\n")
+		// A stand-in init with the tini calling convention: init -- cmd...
+		initBin := filepath.Join(host, "init")
+		writeFile(t, initBin, "#!/bin/sh\n[ \"$1\" = -- ] && shift\necho init-ran\nexec \"$@\"\n")
+		if err := os.Chmod(initBin, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		script := `cat /etc/hosts; id -u; echo "MODE=$MODE"; pwd
+grep -E ' /(proc/sys|dev/shm) ' /proc/mounts
+wc -c < /proc/interrupts
+cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max
+grep '^Seccomp:' /proc/self/status
+ulimit -n`
+		out := rt.mustRun(t, func(rootfs string) []SpecOpt {
+			cfg := &RunConfig{
+				Rootfs:     rootfs,
+				Image:      ocispec.ImageConfig{Entrypoint: []string{"/bin/sh", "-c"}, Cmd: []string{"false"}, Env: []string{"MODE=image"}, WorkingDir: "/tmp", User: "alice"},
+				Overrides:  ImageOverrides{Args: []string{script}, Env: []string{"MODE=user"}},
+				Memory:     64 << 20,
+				ShmSize:    1 << 20,
+				Ulimits:    []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Soft: 321, Hard: 321}},
+				HostsFiles: HostsFiles{Hosts: hosts},
+				InitBinary: initBin,
+			}
+			return cfg.SpecOpts("c" + randomName(t))
+		})
+		got := lines(out)
+		want := []string{
+			"init-ran", "127.0.0.1 localhost berth-host-file", "1001", "MODE=user", "/tmp",
+			"", "", // /dev/shm and /proc/sys mount lines, checked below
+			"0", strconv.Itoa(64 << 20), "", "321",
+		}
+		if len(got) != len(want) {
+			t.Fatalf("output %q", got)
+		}
+		for i, w := range want {
+			if w != "" && got[i] != w {
+				t.Errorf("line %d: %q, want %q", i, got[i], w)
+			}
+		}
+		for _, l := range got[5:7] {
+			f := strings.Fields(l)
+			switch f[1] {
+			case "/dev/shm":
+				if !strings.Contains(f[3], "size=1024k") {
+					t.Errorf("/dev/shm options %s", f[3])
+				}
+			case "/proc/sys":
+				if !strings.HasPrefix(f[3], "ro,") {
+					t.Errorf("/proc/sys options %s", f[3])
+				}
+			}
+		}
+		if !strings.HasSuffix(got[9], "2") {
+			t.Errorf("seccomp %q", got[9])
 		}
 	})
 }
