@@ -11,9 +11,10 @@ import (
 )
 
 // WithMounts adds mounts. A mount replaces any mount already at the same
-// destination, and a mount at /dev also replaces the default mounts under
-// /dev (Docker's rule: a user-supplied /dev brings its own pts, shm and
-// mqueue). Destinations must be absolute; they are cleaned.
+// destination, and a mount at /dev also replaces the mounts under /dev
+// (Docker's rule: a user-supplied /dev brings its own pts, shm and
+// mqueue). Destinations must be absolute; they are cleaned. Mounts are
+// kept sorted so that parents precede children.
 func WithMounts(mounts ...specs.Mount) SpecOpt {
 	return func(_ context.Context, s *specs.Spec) error {
 		for _, m := range mounts {

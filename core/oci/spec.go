@@ -8,12 +8,13 @@
 //
 //   - WithImageConfig first; WithProcessArgs, WithEnv, WithUser and
 //     WithWorkingDir after it override what the image set.
-//   - WithInit after the process arguments are final.
-//   - WithPrivileged after capability options (it grants all) and before
-//     mounts that should stay read-only.
+//   - WithInit after the process arguments and PID namespace are final;
+//     WithNetworkSysctlDefaults after the network namespace options.
+//   - WithPrivileged after capability options (it grants all of them).
 //   - WithDefaultSeccomp last among security options: it tailors the
-//     profile to the capabilities then in the spec. Docker leaves a
-//     privileged container unconfined; so does berth's RunConfig.
+//     profile to the capabilities then in the spec. WithPrivileged removes
+//     the filter; Docker leaves a privileged container unconfined unless
+//     a profile is given, and so does RunConfig.
 //   - WithHostsFiles after WithReadonlyRootfs (the files follow the rootfs'
 //     writability).
 //
