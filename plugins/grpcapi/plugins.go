@@ -7,6 +7,7 @@ import (
 	"github.com/berthd/berth/core/events"
 	"github.com/berthd/berth/core/metadata"
 	"github.com/berthd/berth/plugins"
+	eventsservice "github.com/berthd/berth/services/events"
 	"github.com/berthd/berth/services/introspection"
 	"github.com/berthd/berth/services/namespaces"
 	"github.com/berthd/berth/services/system"
@@ -84,6 +85,21 @@ func init() {
 					return ""
 				},
 			}), nil
+		},
+	})
+}
+
+func init() {
+	plugins.Register(&plugins.Registration{
+		Type:     plugins.GRPCPlugin,
+		ID:       "events",
+		Requires: []plugins.Type{plugins.EventPlugin},
+		InitFn: func(ic *plugins.InitContext) (any, error) {
+			ex, err := getExchange(ic)
+			if err != nil {
+				return nil, err
+			}
+			return eventsservice.New(ex), nil
 		},
 	})
 }

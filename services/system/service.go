@@ -19,7 +19,8 @@ import (
 	api "github.com/berthd/berth/proto/berth/system/v1"
 )
 
-// Plugins announce daemon-wide defaults through these export keys.
+// Plugins announce daemon-wide defaults through these export keys (the
+// defaults plugin sets them).
 const (
 	ExportDefaultSnapshotter = "default_snapshotter"
 	ExportDefaultRuntime     = "default_runtime"
