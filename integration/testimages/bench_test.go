@@ -39,6 +39,7 @@ func readLayoutManifest(t *testing.T, dir string, desc ocispec.Descriptor) ocisp
 }
 
 func TestGenerateBench(t *testing.T) {
+	t.Parallel()
 	const size = 24 << 20
 	spec := BenchSpec{Name: "example.com/bench:a", Layers: 3, Size: size, Seed: 1, SharedLayers: 2, BaseSeed: 9}
 	dir1, dir2 := t.TempDir(), t.TempDir()

@@ -181,6 +181,7 @@ func contains(list []string, s string) bool {
 // TestContainerdImport imports every kind of archive into a real
 // containerd, unpacks, mounts and runs the images.
 func TestContainerdImport(t *testing.T) {
+	t.Parallel()
 	needBusybox(t)
 	c := startContainerd(t)
 

@@ -61,6 +61,7 @@ func removeAll(t *testing.T, p string) {
 }
 
 func TestMultiLayerFilesystem(t *testing.T) {
+	t.Parallel()
 	needBusybox(t)
 	needRoot(t) // owners and device nodes
 	for _, c := range compressions {
@@ -76,6 +77,9 @@ func TestMultiLayerFilesystem(t *testing.T) {
 		extractLayers(t, root, layers)
 		if err := MultiLayerExpected().Check(root); err != nil {
 			t.Errorf("%s: %v", c, err)
+		}
+		if c != Gzip {
+			continue
 		}
 		// The busybox layer alone fails the multilayer expectation.
 		base := t.TempDir()

@@ -23,6 +23,7 @@ import (
 // TestDeterministic builds everything twice, the busybox layer included
 // (bypassing its cache), and expects identical bytes.
 func TestDeterministic(t *testing.T) {
+	t.Parallel()
 	needBusybox(t)
 	l1, err := buildBusyboxLayer()
 	if err != nil {
@@ -244,6 +245,7 @@ func TestBuildImageRejectsHistoryMismatch(t *testing.T) {
 
 // TestWritersValidate writes every image in every form and validates it.
 func TestWritersValidate(t *testing.T) {
+	t.Parallel()
 	needBusybox(t)
 	for _, c := range compressions {
 		for name, img := range buildAll(t, WithCompression(c)) {
