@@ -1,6 +1,8 @@
 package remotes
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -83,11 +85,26 @@ func validateDescriptor(desc ocispec.Descriptor) error {
 	return nil
 }
 
-// isNetworkError reports failures to reach or keep talking to a server.
+// isNetworkError reports failures to reach or keep talking to a server:
+// refused or reset connections, timeouts, cut transfers. Certificate
+// failures are not among them: they need configuration, not a retry.
 func isNetworkError(err error) bool {
+	if isCertificateError(err) {
+		return false
+	}
+	var op *net.OpError
 	var ne net.Error
-	return errors.As(err, &ne) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+	return errors.As(err, &op) || (errors.As(err, &ne) && ne.Timeout()) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
 		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.EPIPE)
+}
+
+func isCertificateError(err error) bool {
+	var cve *tls.CertificateVerificationError
+	var uae x509.UnknownAuthorityError
+	var hne x509.HostnameError
+	var cie x509.CertificateInvalidError
+	return errors.As(err, &cve) || errors.As(err, &uae) || errors.As(err, &hne) || errors.As(err, &cie)
 }
 
 func errInvalid(format string, args ...any) error {
