@@ -91,7 +91,7 @@ func TestRoundTrip(t *testing.T) {
 func TestGzipImplementations(t *testing.T) {
 	data := sample(1 << 20)
 	z := compress(t, data, Gzip)
-	for _, impl := range []GzipImpl{GzipKlauspost, GzipStdlib, GzipUnpigz} {
+	for _, impl := range []GzipImpl{GzipKlauspost, GzipKlauspostAsync, GzipStdlib, GzipUnpigz} {
 		t.Run(implName(impl), func(t *testing.T) {
 			if impl == GzipUnpigz {
 				requireUnpigz(t)
@@ -129,10 +129,20 @@ func TestGzipImplementations(t *testing.T) {
 	}
 }
 
-func TestUnpigzEarlyClose(t *testing.T) {
-	requireUnpigz(t)
+func TestEarlyClose(t *testing.T) {
 	z := compress(t, sample(8<<20), Gzip)
-	rc, err := NewGzipReader(bytes.NewReader(z), GzipUnpigz)
+	for _, impl := range []GzipImpl{GzipKlauspostAsync, GzipUnpigz} {
+		t.Run(implName(impl), func(t *testing.T) {
+			if impl == GzipUnpigz {
+				requireUnpigz(t)
+			}
+			earlyClose(t, z, impl)
+		})
+	}
+}
+
+func earlyClose(t *testing.T, z []byte, impl GzipImpl) {
+	rc, err := NewGzipReader(bytes.NewReader(z), impl)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +243,7 @@ func TestMediaTypes(t *testing.T) {
 }
 
 func implName(i GzipImpl) string {
-	return map[GzipImpl]string{GzipKlauspost: "klauspost", GzipStdlib: "stdlib", GzipUnpigz: "unpigz"}[i]
+	return map[GzipImpl]string{GzipKlauspost: "klauspost", GzipKlauspostAsync: "klauspost-async", GzipStdlib: "stdlib", GzipUnpigz: "unpigz"}[i]
 }
 
 // corpus returns n bytes of real layer-like content: the host's programs and
@@ -267,7 +277,7 @@ func BenchmarkGzipDecompress(b *testing.B) {
 	data := corpus(64 << 20)
 	z := compress(b, data, Gzip)
 	buf := make([]byte, 1<<20)
-	for _, impl := range []GzipImpl{GzipKlauspost, GzipStdlib, GzipUnpigz} {
+	for _, impl := range []GzipImpl{GzipKlauspost, GzipKlauspostAsync, GzipStdlib, GzipUnpigz} {
 		b.Run(implName(impl), func(b *testing.B) {
 			if impl == GzipUnpigz {
 				requireUnpigz(b)
