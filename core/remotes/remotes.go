@@ -194,7 +194,8 @@ func headInconclusive(err error) bool {
 		return false
 	}
 	return !errors.Is(err, errdef.ErrNotFound) && !errors.Is(err, orasauth.ErrBasicCredentialNotFound) &&
-		!isNetworkError(err) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
+		!isNetworkError(err) && !isCertificateError(err) &&
+		!errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
 }
 
 // classify wraps an oras or transport error with the endpoint it came from
