@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -46,6 +47,7 @@ const (
 const whiteoutLiteral WhiteoutMode = -1
 
 type applyOptions struct {
+	umask     uint32
 	whiteouts WhiteoutMode
 	// prefix is a directory inside root that names are relative to, for
 	// UntarInto; symlinks still resolve against root.
@@ -90,7 +92,7 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return
 // On error the tree under root is partly applied: callers apply into a
 // scratch snapshot and discard it on failure.
 func Apply(ctx context.Context, root string, r io.Reader, opts ...ApplyOpt) (int64, error) {
-	o := applyOptions{sameOwner: os.Geteuid() == 0, logger: slog.Default()}
+	o := applyOptions{sameOwner: os.Geteuid() == 0, logger: slog.Default(), umask: currentUmask()}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -140,6 +142,8 @@ type applier struct {
 	// an entry to a directory changes its mtime and a read-only mode would
 	// stop later entries for an unprivileged caller.
 	dirs []dirMeta
+
+	euid, egid int
 }
 
 type dirMeta struct {
@@ -155,7 +159,7 @@ func newApplier(ctx context.Context, path string, o applyOptions) (*applier, err
 		return nil, fmt.Errorf("apply layer: %w", err)
 	}
 	bp := bufPool.Get().(*[]byte)
-	a := &applier{ctx: ctx, opts: o, root: r, buf: *bp, bufp: bp}
+	a := &applier{ctx: ctx, opts: o, root: r, buf: *bp, bufp: bp, euid: os.Geteuid(), egid: os.Getegid()}
 	if o.whiteouts == WhiteoutRemove {
 		a.added = make(map[string]struct{})
 	}
@@ -288,10 +292,13 @@ func (a *applier) replaceable(pfd int, base string, keepDir bool) (bool, error) 
 
 func (a *applier) regular(pfd int, base string, hdr *tar.Header, tr *tar.Reader) error {
 	const flags = unix.O_WRONLY | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_CLOEXEC
-	fd, err := unix.Openat(pfd, base, flags, 0o600)
+	// Created with its final permission bits: the umask is the only thing
+	// that can take bits away, and then fchmod below puts them back.
+	perm := tarMode(hdr) & 0o777
+	fd, err := unix.Openat(pfd, base, flags, perm)
 	if err == unix.EEXIST {
 		if _, err = a.replaceable(pfd, base, false); err == nil {
-			fd, err = unix.Openat(pfd, base, flags, 0o600)
+			fd, err = unix.Openat(pfd, base, flags, perm)
 		}
 	}
 	if err != nil {
@@ -303,18 +310,22 @@ func (a *applier) regular(pfd int, base string, hdr *tar.Header, tr *tar.Reader)
 			return entryErr(hdr, "write file", err)
 		}
 	}
-	if a.opts.sameOwner {
+	if a.opts.sameOwner && !a.ownedAsCreated(pfd, hdr) {
 		if err := unix.Fchown(fd, hdr.Uid, hdr.Gid); err != nil {
 			return entryErr(hdr, "chown", err)
 		}
 	}
 	// Xattrs after chown (chown drops security.capability), mode after both
 	// (chown clears setuid and setgid).
-	if err := a.xattrs(hdr, func(k string, v []byte) error { return unix.Fsetxattr(fd, k, v, 0) }); err != nil {
-		return err
+	if hasXattrs(hdr) {
+		if err := a.xattrs(hdr, func(k string, v []byte) error { return unix.Fsetxattr(fd, k, v, 0) }); err != nil {
+			return err
+		}
 	}
-	if err := unix.Fchmod(fd, tarMode(hdr)); err != nil {
-		return entryErr(hdr, "chmod", err)
+	if mode := tarMode(hdr); mode&^0o777 != 0 || mode&a.opts.umask != 0 {
+		if err := unix.Fchmod(fd, mode); err != nil {
+			return entryErr(hdr, "chmod", err)
+		}
 	}
 	return a.times(pfd, base, hdr)
 }
@@ -341,6 +352,41 @@ func copyToFd(fd int, r io.Reader, buf []byte) error {
 			return rerr
 		}
 	}
+}
+
+// ownedAsCreated reports whether a file just created in directory pfd
+// already has the entry's owner, so that chown would change nothing: the
+// creator's uid, and its gid or, in a setgid directory, the directory's.
+func (a *applier) ownedAsCreated(pfd int, hdr *tar.Header) bool {
+	if hdr.Uid != a.euid {
+		return false
+	}
+	st, err := a.root.dirStat(pfd)
+	if err != nil {
+		return false
+	}
+	gid := a.egid
+	if st.Mode&unix.S_ISGID != 0 {
+		gid = int(st.Gid)
+	}
+	return hdr.Gid == gid
+}
+
+// currentUmask reads the process umask without changing it (umask(2) would
+// briefly affect every thread).
+func currentUmask() uint32 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0o777 // unknown: always chmod
+	}
+	for line := range strings.Lines(string(data)) {
+		if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+			if m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32); err == nil {
+				return uint32(m)
+			}
+		}
+	}
+	return 0o777
 }
 
 func tarMode(hdr *tar.Header) uint32 {
@@ -372,6 +418,7 @@ func (a *applier) dirMeta(pfd int, base, rel string, hdr *tar.Header) error {
 	if err := a.owner(pfd, base, hdr); err != nil {
 		return err
 	}
+	a.root.forgetStat() // base may be the cached directory (root's "./")
 	if err := a.lxattrs(pfd, base, hdr); err != nil {
 		return err
 	}

@@ -24,7 +24,27 @@ type root struct {
 	// that removes or replaces a path must call invalidate.
 	cacheRel string
 	cacheFd  int
+	cacheSt  unix.Stat_t
+	stValid  bool
 }
+
+// dirStat returns the status of the cached directory fd (from dir), read
+// once until forgetStat or a different directory is looked up.
+func (r *root) dirStat(fd int) (*unix.Stat_t, error) {
+	if fd != r.cacheFd {
+		return nil, unix.EINVAL
+	}
+	if !r.stValid {
+		if err := unix.Fstat(fd, &r.cacheSt); err != nil {
+			return nil, err
+		}
+		r.stValid = true
+	}
+	return &r.cacheSt, nil
+}
+
+// forgetStat drops the cached directory status after its owner changed.
+func (r *root) forgetStat() { r.stValid = false }
 
 func openRoot(path string) (*root, error) {
 	fd, err := unix.Open(path, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
@@ -44,6 +64,7 @@ func (r *root) invalidate() {
 		unix.Close(r.cacheFd)
 		r.cacheFd = -1
 		r.cacheRel = ""
+		r.stValid = false
 	}
 }
 
@@ -135,6 +156,7 @@ func (r *root) dir(rel string, create bool, created func(rel string)) (int, erro
 	}
 	r.invalidate()
 	r.cacheRel, r.cacheFd = rel, fd
+	r.stValid = false
 	return fd, nil
 }
 

@@ -45,6 +45,22 @@ type node struct {
 	rel    string
 	st     unix.Stat_t
 	opaque bool // an overlayfs opaque directory
+
+	// attrs caches all xattrs of the entry, overlayfs's included, once read.
+	attrs     map[string]string
+	attrsRead bool
+}
+
+// rawXattrs returns every xattr of n, read once.
+func (n *node) rawXattrs() (map[string]string, error) {
+	if !n.attrsRead {
+		attrs, err := listXattrs(procPath(n.pfd, n.name))
+		if err != nil {
+			return nil, fmt.Errorf("xattrs of %q: %w", n.rel, err)
+		}
+		n.attrs, n.attrsRead = attrs, true
+	}
+	return n.attrs, nil
 }
 
 func (n *node) isDir() bool { return n.st.Mode&unix.S_IFMT == unix.S_IFDIR }
@@ -243,10 +259,11 @@ func metaDiffers(l, u *node) (bool, error) {
 
 // nodeXattrs returns n's xattrs without overlayfs's private ones.
 func nodeXattrs(n *node) (map[string]string, error) {
-	attrs, err := listXattrs(procPath(n.pfd, n.name))
-	if err != nil {
-		return nil, fmt.Errorf("xattrs of %q: %w", n.rel, err)
+	raw, err := n.rawXattrs()
+	if err != nil || raw == nil {
+		return nil, err
 	}
+	attrs := maps.Clone(raw)
 	maps.DeleteFunc(attrs, func(k, _ string) bool { return overlayXattr(k) })
 	return attrs, nil
 }
@@ -371,21 +388,16 @@ func isOverlayWhiteout(st *unix.Stat_t) bool {
 // directory is opaque; redirects and metacopy files, which only make sense
 // together with the lower layers, are refused.
 func overlayState(n *node) (opaque bool, err error) {
-	p := procPath(n.pfd, n.name)
-	for _, k := range []string{overlayRedirectXattr, overlayMetacopyXattr} {
-		if _, err := getXattr(p, k); err == nil {
+	attrs, err := n.rawXattrs()
+	if err != nil {
+		return false, err
+	}
+	for _, k := range []string{overlayRedirectXattr, overlayMetacopyXattr, "user.overlay.redirect", "user.overlay.metacopy"} {
+		if _, ok := attrs[k]; ok {
 			return false, fmt.Errorf("overlay upper entry %q has %s (mount option redirect_dir or metacopy): %w", n.rel, k, errdefs.ErrNotImplemented)
 		}
 	}
-	if !n.isDir() {
-		return false, nil
-	}
-	for _, k := range []string{overlayOpaqueXattr, userOpaqueXattr} {
-		if v, err := getXattr(p, k); err == nil && v == "y" {
-			return true, nil
-		}
-	}
-	return false, nil
+	return n.isDir() && (attrs[overlayOpaqueXattr] == "y" || attrs[userOpaqueXattr] == "y"), nil
 }
 
 // overlayDir walks overlay upper directory ufd at rel. With withLower, lfd is
