@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -244,10 +245,15 @@ func dirMode(t testing.TB, p string) string {
 
 func apply(t *testing.T, root string, layer io.Reader, opts ...ApplyOpt) {
 	t.Helper()
+	opts = append([]ApplyOpt{WithLogger(quietLogger)}, opts...)
 	if _, err := Apply(context.Background(), root, layer, opts...); err != nil {
 		t.Fatalf("apply: %v", err)
 	}
 }
+
+// quietLogger keeps expected warnings (dropped overlay xattrs) out of test
+// output; tests about logging pass their own.
+var quietLogger = slog.New(slog.DiscardHandler)
 
 func needRoot(t testing.TB) {
 	t.Helper()

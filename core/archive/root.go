@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync/atomic"
 
 	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
 	"golang.org/x/sys/unix"
@@ -17,7 +18,8 @@ import (
 // back to filepath-securejoin's userspace equivalent.
 type root struct {
 	path string
-	fd   int // O_PATH directory descriptor of path
+	file *os.File // owns fd
+	fd   int      // O_PATH directory descriptor of path
 
 	// The last parent directory looked up stays open: tar streams list the
 	// entries of one directory together, so most lookups hit it. Anything
@@ -51,12 +53,12 @@ func openRoot(path string) (*root, error) {
 	if err != nil {
 		return nil, &os.PathError{Op: "open root", Path: path, Err: err}
 	}
-	return &root{path: path, fd: fd, cacheFd: -1}, nil
+	return &root{path: path, file: os.NewFile(uintptr(fd), path), fd: fd, cacheFd: -1}, nil
 }
 
 func (r *root) close() {
 	r.invalidate()
-	unix.Close(r.fd)
+	r.file.Close()
 }
 
 func (r *root) invalidate() {
@@ -68,16 +70,14 @@ func (r *root) invalidate() {
 	}
 }
 
-var errNoOpenat2 = errors.New("openat2 not available")
-
-// haveOpenat2 is cleared the first time the kernel answers ENOSYS.
-var haveOpenat2 = true
+// noOpenat2 is set the first time the kernel answers ENOSYS.
+var noOpenat2 atomic.Bool
 
 // open resolves rel (a cleaned relative path, "." for root) inside root and
 // opens it with flags. O_NOFOLLOW in flags applies to the last component only,
 // as with open(2).
 func (r *root) open(rel string, flags int) (int, error) {
-	if haveOpenat2 {
+	if !noOpenat2.Load() {
 		how := unix.OpenHow{
 			Flags:   uint64(flags | unix.O_CLOEXEC),
 			Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
@@ -90,7 +90,7 @@ func (r *root) open(rel string, flags int) (int, error) {
 				// resolution; the kernel asks for a retry.
 				continue
 			case unix.ENOSYS:
-				haveOpenat2 = false
+				noOpenat2.Store(true)
 				return r.openFallback(rel, flags)
 			}
 			return fd, err
@@ -101,7 +101,7 @@ func (r *root) open(rel string, flags int) (int, error) {
 }
 
 func (r *root) openFallback(rel string, flags int) (int, error) {
-	rootFile := os.NewFile(uintptr(r.fd), r.path)
+	rootFile := r.file
 	var h *os.File
 	var err error
 	if flags&unix.O_NOFOLLOW != 0 {

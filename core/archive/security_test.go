@@ -4,7 +4,9 @@ import (
 	"archive/tar"
 	"context"
 	"errors"
+	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,10 +15,20 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+func TestApplySecurity(t *testing.T) { runSecurityCases(t) }
+
+// TestApplySecurityWithoutOpenat2 runs the same cases through the userspace
+// resolution used on kernels older than 5.6.
+func TestApplySecurityWithoutOpenat2(t *testing.T) {
+	noOpenat2.Store(true)
+	defer noOpenat2.Store(false)
+	runSecurityCases(t)
+}
+
 // Each case is a crafted layer that tries to reach outside root. Whether it
 // is refused with an error or lands harmlessly inside root, nothing beside
 // root may change.
-func TestApplySecurity(t *testing.T) {
+func runSecurityCases(t *testing.T) {
 	type result struct {
 		err   string   // substring of the expected error; "" means success
 		in    []string // paths that must exist under root afterwards
@@ -266,5 +278,50 @@ func TestApplyDevicesAndOwnershipOutsideUntouched(t *testing.T) {
 	s.checkOutside(t)
 	if _, err := os.Lstat(filepath.Join(s.sentinel, "mem")); err == nil {
 		t.Fatal("device node created outside root")
+	}
+}
+
+// TestApplySkipsDevicesWithoutCapMknod re-runs the test binary without
+// CAP_MKNOD: device nodes are skipped with a logged reason, FIFOs and files
+// still made.
+func TestApplySkipsDevicesWithoutCapMknod(t *testing.T) {
+	if os.Getenv("BERTH_ARCHIVE_NOMKNOD_CHILD") == "1" {
+		applyWithoutMknod(t)
+		return
+	}
+	needRoot(t)
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs setpriv (util-linux)")
+		}
+		t.Skip("needs setpriv (util-linux)")
+	}
+	cmd := exec.Command(setpriv, "--bounding-set=-mknod", "--inh-caps=-mknod", os.Args[0], "-test.run=^TestApplySkipsDevicesWithoutCapMknod$", "-test.v")
+	cmd.Env = append(os.Environ(), "BERTH_ARCHIVE_NOMKNOD_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS") {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+}
+
+func applyWithoutMknod(t *testing.T) {
+	var logs strings.Builder
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	root := t.TempDir()
+	apply(t, root, newTar(t).
+		add(&tar.Header{Typeflag: tar.TypeChar, Name: "dev/null", Mode: 0o666, Devmajor: 1, Devminor: 3}, "").
+		add(&tar.Header{Typeflag: tar.TypeBlock, Name: "dev/sda", Mode: 0o660, Devmajor: 8}, "").
+		add(&tar.Header{Typeflag: tar.TypeFifo, Name: "dev/fifo", Mode: 0o600}, "").
+		file("etc/after", "still applied", 0o644).
+		reader(), WithLogger(logger))
+	if exists(filepath.Join(root, "dev/null")) || exists(filepath.Join(root, "dev/sda")) {
+		t.Fatal("device nodes created without CAP_MKNOD: the test premise failed")
+	}
+	if !exists(filepath.Join(root, "dev/fifo")) || !exists(filepath.Join(root, "etc/after")) {
+		t.Fatal("entries after the skipped devices are missing")
+	}
+	if !strings.Contains(logs.String(), "skipping device node") || !strings.Contains(logs.String(), "dev/null") {
+		t.Fatalf("no logged reason: %s", logs.String())
 	}
 }
