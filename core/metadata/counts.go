@@ -7,24 +7,24 @@ import (
 )
 
 // ObjectCounts counts the objects of every namespace by kind (the name of
-// their bucket: "images", "containers", "leases", ...).
+// their bucket: "images", "containers", "leases", "content", "ingests",
+// "snapshots"). Snapshots are counted over all snapshotters.
 func (m *DB) ObjectCounts(ctx context.Context) (map[string]map[string]int64, error) {
 	out := map[string]map[string]int64{}
 	err := m.View(func(tx *bolt.Tx) error {
-		v1 := tx.Bucket(bucketV1)
-		return v1.ForEach(func(ns, v []byte) error {
-			if v != nil {
-				return nil
-			}
+		return eachNamespace(tx, func(ns string, nb *bolt.Bucket) error {
 			counts := map[string]int64{}
-			nb := v1.Bucket(ns)
-			nb.ForEach(func(kind, v []byte) error {
-				if v == nil && string(kind) != string(bucketLabels) {
+			nb.ForEachBucket(func(kind []byte) error {
+				switch string(kind) {
+				case string(bucketLabels):
+				case string(bucketSnapshots):
+					counts[string(kind)] = countNested(nb.Bucket(kind))
+				default:
 					counts[string(kind)] = countChildren(nb.Bucket(kind))
 				}
 				return nil
 			})
-			out[string(ns)] = counts
+			out[ns] = counts
 			return nil
 		})
 	})
@@ -36,6 +36,16 @@ func countChildren(b *bolt.Bucket) int64 {
 	var n int64
 	b.ForEach(func(k, v []byte) error {
 		n++
+		return nil
+	})
+	return n
+}
+
+// countNested counts the entries of every sub-bucket of b.
+func countNested(b *bolt.Bucket) int64 {
+	var n int64
+	b.ForEachBucket(func(k []byte) error {
+		n += countChildren(b.Bucket(k))
 		return nil
 	})
 	return n

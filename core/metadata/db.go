@@ -1,28 +1,51 @@
 // Package metadata keeps berth's namespaced records in one bbolt file:
-// namespaces, images, containers, leases, and the namespaced views of blobs
-// and snapshots. Transactions are short; nothing slow (I/O outside bbolt,
-// network) happens inside one.
+// namespaces, images, containers, leases, and the namespaced views of the
+// backing content store and snapshotters, with the garbage collector that
+// removes what nothing references. Transactions are short; nothing slow
+// (I/O outside bbolt, network) happens inside one.
 //
 // Layout:
 //
-//	v1/                  schema bucket
-//	  version            schema version (uvarint)
-//	  <namespace>/       one bucket per namespace
-//	    labels/          namespace labels
-//	    images/ containers/ leases/ content/ snapshots/ ...
+//	v1/                      schema bucket
+//	  version                schema version (uvarint)
+//	  <namespace>/           one bucket per namespace
+//	    labels/              namespace labels
+//	    images/              name -> image record
+//	    containers/          id -> container record
+//	    content/             digest -> blob record (size, times, labels)
+//	    ingests/             ref -> ingest record (backing ref, expiry)
+//	    snapshots/<name>/    key -> snapshot record (backing key, parent, ...)
+//	    leases/<id>/         info -> lease record; content/, ingests/,
+//	                         snapshots/<name>/ hold the lease's resources
+//
+// Records are compact encoded values (codec.go).
+//
+// Lifecycle: Open the file, Init it with the backing content store and
+// snapshotters, use the stores (ContentStore, Snapshotter, Images,
+// Containers, Leases, Namespaces), Close. Deletions mark the database dirty
+// and a scheduler collects garbage shortly after, batched; GarbageCollect
+// runs a full collection on demand.
 package metadata
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs"
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/berthd/berth/core/content"
+	"github.com/berthd/berth/core/gc"
+	"github.com/berthd/berth/core/snapshots"
 )
 
 // SchemaVersion is the version of the layout above. Open refuses a newer
@@ -43,11 +66,68 @@ var ErrInUse = errors.New("in use by another berthd")
 type DB struct {
 	bolt *bolt.DB
 	path string
+	opts options
+
+	// stores holds the backing stores attached by Init; nil before.
+	stores atomic.Pointer[backingStores]
+
+	// collectMu keeps collections one at a time, whoever starts them.
+	collectMu sync.Mutex
+	dirtyMu   sync.Mutex
+	dirty     dirtyState
+	sched     *gc.Scheduler
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// backingStores are the namespaced views over the stores Init attached.
+type backingStores struct {
+	content      *contentStore // nil without a content store
+	snapshotters map[string]*snapshotter
+}
+
+// dirtyState records which backing stores may hold objects no record
+// references any more, so a collection only walks those.
+type dirtyState struct {
+	content      bool
+	snapshotters map[string]bool
+	// all is set when the backing stores were just attached: after a
+	// crash they may hold objects whose records were never written.
+	all bool
+}
+
+// Opt configures Open.
+type Opt func(*options)
+
+type options struct {
+	gc           gc.Config
+	ingestExpiry time.Duration
+}
+
+// DefaultIngestExpiry is how long an ingest written without a lease is
+// kept after its last Writer call before garbage collection aborts it.
+const DefaultIngestExpiry = 24 * time.Hour
+
+// WithGCConfig sets when scheduled garbage collections run.
+func WithGCConfig(cfg gc.Config) Opt {
+	return func(o *options) { o.gc = cfg }
+}
+
+// WithIngestExpiry sets how long an ingest without a lease survives its
+// last Writer call (DefaultIngestExpiry when not set).
+func WithIngestExpiry(d time.Duration) Opt {
+	return func(o *options) { o.ingestExpiry = d }
 }
 
 // Open opens (creating if needed) the database at path. When another berthd
-// holds it, Open fails within about a second instead of waiting.
-func Open(path string) (*DB, error) {
+// holds it, Open fails within about a second instead of waiting. The
+// garbage collection scheduler starts here; until Init attaches backing
+// stores, collections only remove records.
+func Open(path string, opts ...Opt) (*DB, error) {
+	o := options{ingestExpiry: DefaultIngestExpiry}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o711); err != nil {
 		return nil, fmt.Errorf("create metadata dir: %w", err)
 	}
@@ -58,12 +138,72 @@ func Open(path string) (*DB, error) {
 		}
 		return nil, fmt.Errorf("open metadata database %s: %w", path, err)
 	}
-	m := &DB{bolt: db, path: path}
+	m := &DB{bolt: db, path: path, opts: o}
 	if err := m.initSchema(); err != nil {
 		db.Close()
 		return nil, err
 	}
+	m.sched = gc.NewScheduler(m.scheduledCollect, o.gc)
 	return m, nil
+}
+
+// Init attaches the backing stores: cs, the content store the namespaced
+// ContentStore works over (nil for none), and the snapshotters by name
+// (the name the namespaced Snapshotter, the gc.ref.snapshot.<name> labels
+// and lease resources "snapshots/<name>" use). It may be called once. The
+// first collection after Init walks every backing store, removing what a
+// crash left without a record. The DB never closes the backing stores:
+// their owners do, after closing the DB.
+func (m *DB) Init(ctx context.Context, cs content.Store, snapshotters map[string]snapshots.Snapshotter) error {
+	b := &backingStores{snapshotters: make(map[string]*snapshotter, len(snapshotters))}
+	if cs != nil {
+		b.content = newContentStore(m, cs)
+	}
+	for name, sn := range snapshotters {
+		if name == "" || strings.ContainsAny(name, "/.") || sn == nil {
+			return fmt.Errorf("snapshotter name %q: must be non-empty without '/' or '.', with a snapshotter: %w", name, errdefs.ErrInvalidArgument)
+		}
+		b.snapshotters[name] = newSnapshotter(m, name, sn)
+	}
+	if !m.stores.CompareAndSwap(nil, b) {
+		return fmt.Errorf("metadata database %s: backing stores already attached: %w", m.path, errdefs.ErrFailedPrecondition)
+	}
+	m.dirtyMu.Lock()
+	m.dirty.all = true
+	m.dirtyMu.Unlock()
+	m.sched.Trigger()
+	return nil
+}
+
+// ContentStore returns the namespaced content store, or nil when Init gave
+// no backing content store.
+func (m *DB) ContentStore() content.Store {
+	if b := m.stores.Load(); b != nil && b.content != nil {
+		return b.content
+	}
+	return nil
+}
+
+// Snapshotter returns the namespaced view of the snapshotter name, or nil
+// when Init attached none by that name.
+func (m *DB) Snapshotter(name string) snapshots.Snapshotter {
+	if b := m.stores.Load(); b != nil {
+		if s, ok := b.snapshotters[name]; ok {
+			return s
+		}
+	}
+	return nil
+}
+
+// Snapshotters returns the namespaced views of every attached snapshotter.
+func (m *DB) Snapshotters() map[string]snapshots.Snapshotter {
+	out := map[string]snapshots.Snapshotter{}
+	if b := m.stores.Load(); b != nil {
+		for name, s := range b.snapshotters {
+			out[name] = s
+		}
+	}
+	return out
 }
 
 func (m *DB) initSchema() error {
@@ -110,8 +250,17 @@ func (m *DB) Update(fn func(*bolt.Tx) error) error { return m.bolt.Update(fn) }
 // buckets in it.
 func (m *DB) Bolt() *bolt.DB { return m.bolt }
 
-// Close closes the database.
-func (m *DB) Close() error { return m.bolt.Close() }
+// Close stops garbage collection (a run in progress is cancelled and
+// waited for) and closes the database. It may be called more than once.
+func (m *DB) Close() error {
+	m.closeOnce.Do(func() {
+		m.sched.Close()
+		m.collectMu.Lock()
+		defer m.collectMu.Unlock()
+		m.closeErr = m.bolt.Close()
+	})
+	return m.closeErr
+}
 
 // namespaceBucket returns v1/<ns>, or nil.
 func namespaceBucket(tx *bolt.Tx, ns string) *bolt.Bucket {
