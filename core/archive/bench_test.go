@@ -3,6 +3,7 @@ package archive
 import (
 	"archive/tar"
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -241,4 +242,54 @@ func compressFile(src, dst string, c compression.Compression) error {
 		return err
 	}
 	return w.Close()
+}
+
+// benchTree applies the generated layer into a directory for the export
+// benchmarks and removes it when b ends.
+func benchTree(b *testing.B) string {
+	layer, err := benchLayer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	st, _ := os.Stat(layer)
+	b.SetBytes(st.Size())
+	dir := b.TempDir()
+	f, err := os.Open(layer)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := Apply(context.Background(), dir, f); err != nil {
+		b.Fatal(err)
+	}
+	return dir
+}
+
+// BenchmarkWriteDiff exports the applied layer (empty lower), the work of
+// `berth export` and of committing a fresh container.
+func BenchmarkWriteDiff(b *testing.B) {
+	dir := benchTree(b)
+	for b.Loop() {
+		if err := WriteDiff(context.Background(), io.Discard, "", dir); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkTarC archives the same tree with GNU tar, the baseline. Its
+// output goes through a pipe: tar skips reading files when writing straight
+// to /dev/null.
+func BenchmarkTarC(b *testing.B) {
+	if _, err := exec.LookPath("tar"); err != nil {
+		b.Skip("needs tar")
+	}
+	dir := benchTree(b)
+	for b.Loop() {
+		cmd := exec.Command("tar", "--numeric-owner", "-cf", "-", "-C", dir, ".")
+		var stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = io.Discard, &stderr
+		if err := cmd.Run(); err != nil {
+			b.Fatalf("tar -c: %v: %s", err, stderr.String())
+		}
+	}
 }
