@@ -20,7 +20,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 # Debian packages the daemon and the tests use.
 APT_RUN := runc crun busybox-static containernetworking-plugins iptables iproute2
-APT_TEST := $(APT_RUN) containerd docker-registry protobuf-compiler tmux apache2-utils openssl bc git make gcc
+APT_TEST := $(APT_RUN) containerd docker-registry protobuf-compiler tmux apache2-utils openssl bc git make gcc pigz
 APT_UPDATED := $(BIN)/.apt-updated
 
 COMMANDS := berthd berth berth-shim-runc-v2

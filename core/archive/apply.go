@@ -256,7 +256,7 @@ func (a *applier) isAdded(rel string) bool {
 
 func (a *applier) create(pfd int, base, rel string, hdr *tar.Header, tr *tar.Reader) error {
 	switch hdr.Typeflag {
-	case tar.TypeReg, tar.TypeRegA, tar.TypeCont, tar.TypeGNUSparse:
+	case tar.TypeReg, tar.TypeCont, tar.TypeGNUSparse: // the reader reports old TypeRegA as TypeReg
 		return a.regular(pfd, base, hdr, tr)
 	case tar.TypeDir:
 		return a.directory(pfd, base, rel, hdr)
