@@ -449,7 +449,7 @@ func (a *applier) finishDirs() error {
 			st.Ino != d.ino || st.Mode&unix.S_IFMT != unix.S_IFDIR {
 			continue
 		}
-		if err := unix.Fchmodat(pfd, base, d.mode, 0); err != nil {
+		if err := chmodAt(pfd, base, d.mode); err != nil {
 			return fmt.Errorf("layer directory %q: chmod: %w", d.rel, err)
 		}
 		ts := []unix.Timespec{d.atime, d.mtime}
@@ -561,10 +561,21 @@ func (a *applier) special(pfd int, base string, hdr *tar.Header) error {
 	if err := a.lxattrs(pfd, base, hdr); err != nil {
 		return err
 	}
-	if err := unix.Fchmodat(pfd, base, tarMode(hdr), 0); err != nil {
+	if err := chmodAt(pfd, base, tarMode(hdr)); err != nil {
 		return entryErr(hdr, "chmod", err)
 	}
 	return a.times(pfd, base, hdr)
+}
+
+// chmodAt sets the mode of base, an entry that is not a symlink, without
+// following it should it have become one (fchmodat2, Linux 6.6); older
+// kernels lack the flag and get plain fchmodat.
+func chmodAt(pfd int, base string, mode uint32) error {
+	err := unix.Fchmodat(pfd, base, mode, unix.AT_SYMLINK_NOFOLLOW)
+	if err == unix.EOPNOTSUPP || err == unix.ENOSYS {
+		err = unix.Fchmodat(pfd, base, mode, 0)
+	}
+	return err
 }
 
 func (a *applier) owner(pfd int, base string, hdr *tar.Header) error {

@@ -186,7 +186,7 @@ func (r *root) mkdirAll(rel string, created func(rel string)) (int, error) {
 				if err == nil {
 					// The umask must not decide the mode of implied
 					// directories.
-					_ = unix.Fchmodat(pfd, comp, 0o755, 0)
+					_ = chmodAt(pfd, comp, 0o755)
 					if created != nil {
 						created(cur)
 					}
