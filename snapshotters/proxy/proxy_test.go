@@ -275,3 +275,27 @@ func TestCommitParent(t *testing.T) {
 	}
 	wantErr(t, "remove of the new parent", r.proxy.Remove(ctx, "base"), errdefs.ErrFailedPrecondition, `"base"`)
 }
+
+func BenchmarkProxy(b *testing.B) {
+	testsuite.Bench(b, "proxy", inProcess)
+}
+
+// BenchmarkProxyStat is the round trip every forwarded call pays.
+func BenchmarkProxyStat(b *testing.B) {
+	testsuite.RequireRoot(b)
+	r, err := startRemote(b.TempDir(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.close()
+	ctx := namespaces.WithNamespace(context.Background(), "default")
+	if _, err := r.proxy.Prepare(ctx, "k", "", snapshots.WithLabels(map[string]string{"a": "b"})); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := r.proxy.Stat(ctx, "k"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
