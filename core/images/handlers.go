@@ -201,10 +201,12 @@ func rank(descs []ocispec.Descriptor, mc platforms.MatchComparer) []ocispec.Desc
 	return descs
 }
 
-// errNoMatch marks a subtree without a manifest for the platform, so the
-// search tries the next candidate instead of failing.
-var errNoMatch = errors.New("no match for platform")
+// ErrNoMatch is wrapped (beside errdefs.ErrNotFound) by ResolveManifest
+// when the image has no manifest for the platform, to tell that apart from
+// content that is missing. Inside the search it marks a subtree without a
+// match, so the next candidate is tried instead of failing.
+var ErrNoMatch = errors.New("no manifest matches the platform")
 
 func noMatch(format string, args ...any) error {
-	return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), errNoMatch)
+	return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), ErrNoMatch)
 }

@@ -34,12 +34,13 @@ type ResolvedManifest struct {
 // children the matching ones are tried best first (those without a
 // platform last), descending into nested indexes and falling back to the
 // next candidate when one holds no match. A manifest whose descriptor
-// names no platform is judged by its config. No match is
-// errdefs.ErrNotFound.
+// names no platform is judged by its config. No match is ErrNoMatch and
+// errdefs.ErrNotFound; content missing on the way is errdefs.ErrNotFound
+// alone.
 func ResolveManifest(ctx context.Context, provider content.Provider, target ocispec.Descriptor, platform platforms.MatchComparer) (ResolvedManifest, error) {
 	r, err := resolve(ctx, provider, target, platform, nil)
-	if errors.Is(err, errNoMatch) {
-		return ResolvedManifest{}, fmt.Errorf("image %s: %v: %w", target.Digest, err, errdefs.ErrNotFound)
+	if errors.Is(err, ErrNoMatch) {
+		return ResolvedManifest{}, fmt.Errorf("image %s: %w: %w", target.Digest, err, errdefs.ErrNotFound)
 	}
 	return r, err
 }
@@ -92,7 +93,7 @@ func resolveIndex(ctx context.Context, provider content.Provider, desc ocispec.D
 			continue // attestations, signatures and other artifacts
 		}
 		r, err := resolve(ctx, provider, child, mc, path)
-		if !errors.Is(err, errNoMatch) {
+		if !errors.Is(err, ErrNoMatch) {
 			return r, err
 		}
 	}
