@@ -7,4 +7,5 @@ import (
 	_ "github.com/berthd/berth/plugins/grpcapi"
 	_ "github.com/berthd/berth/plugins/metadata"
 	_ "github.com/berthd/berth/plugins/snapshotters"
+	_ "github.com/berthd/berth/snapshotters/proxy"
 )
