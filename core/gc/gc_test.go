@@ -12,7 +12,9 @@ import (
 )
 
 func content(key string) Node { return Node{Type: ResourceContent, Namespace: "ns", Key: key} }
-func snap(key string) Node    { return Node{Type: ResourceSnapshot, Namespace: "ns", Key: "native/" + key} }
+func snap(key string) Node {
+	return Node{Type: ResourceSnapshot, Namespace: "ns", Key: "native/" + key}
+}
 
 // graph is a test graph: structural references are followed on flat
 // visits too, label references only on full visits.
