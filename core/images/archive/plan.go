@@ -62,7 +62,7 @@ func (p *planner) root(ctx context.Context, r root) error {
 		return fmt.Errorf("image %s has no manifest for the platform %s: %w", rootName(r), platforms.DefaultString(), err)
 	}
 	if err != nil {
-		return contentError(err, "image %s", rootName(r))
+		return rootError(err, rootName(r))
 	}
 	path := append(res.Indexes, res.Descriptor)
 	for i, idx := range res.Indexes {
@@ -95,7 +95,7 @@ func (p *planner) all(ctx context.Context, desc ocispec.Descriptor, depth int) e
 	}
 	idx, err := images.ReadIndex(ctx, p.cs, desc)
 	if err != nil {
-		return contentError(err, "index %s", desc.Digest)
+		return contentError(err, "index", desc)
 	}
 	var kept []ocispec.Descriptor
 	for _, child := range idx.Manifests {
@@ -129,7 +129,7 @@ func (p *planner) manifest(ctx context.Context, desc ocispec.Descriptor) error {
 	p.done[desc.Digest] = true
 	m, err := images.ReadManifest(ctx, p.cs, desc)
 	if err != nil {
-		return contentError(err, "manifest %s", desc.Digest)
+		return contentError(err, "manifest", desc)
 	}
 	what := "config of manifest " + desc.Digest.String()
 	if ok, err := p.present(ctx, m.Config, what); err != nil || !ok {

@@ -88,7 +88,7 @@ func readArchive(ctx context.Context, cs content.Store, refs *refGen, r io.Reade
 func (rd *reader) entry(ctx context.Context, hdr *tar.Header, r io.Reader) error {
 	name, err := entryName(hdr.Name)
 	if err != nil {
-		return err
+		return badArchive("%v", err)
 	}
 	switch hdr.Typeflag {
 	case tar.TypeDir:
@@ -124,16 +124,16 @@ func (rd *reader) entry(ctx context.Context, hdr *tar.Header, r io.Reader) error
 // with ".." components: nothing in an image archive needs them.
 func entryName(name string) (string, error) {
 	if strings.HasPrefix(name, "/") {
-		return "", badArchive("entry %q has an absolute name", name)
+		return "", fmt.Errorf("entry %q has an absolute name", name)
 	}
 	for _, part := range strings.Split(name, "/") {
 		if part == ".." {
-			return "", badArchive("entry %q has a \"..\" component", name)
+			return "", fmt.Errorf("entry %q has a \"..\" component", name)
 		}
 	}
 	clean := path.Clean(name)
 	if !fs.ValidPath(clean) || clean == "." {
-		return "", badArchive("entry %q has an invalid name", name)
+		return "", fmt.Errorf("entry %q has an invalid name", name)
 	}
 	return clean, nil
 }

@@ -164,7 +164,7 @@ func (imp *importer) dockerManifest(ctx context.Context, f *files, i int, e dock
 	config.MediaType = images.MediaTypeDockerSchema2Config
 	img, err := images.ReadConfig(ctx, imp.cs, config)
 	if err != nil {
-		return ocispec.Descriptor{}, contentError(err, "%s config %s", where, e.Config)
+		return ocispec.Descriptor{}, contentError(err, where+" config", config)
 	}
 	if len(e.Layers) != len(img.RootFS.DiffIDs) {
 		return ocispec.Descriptor{}, badArchive("%s lists %d layers but its config has %d diff IDs",
