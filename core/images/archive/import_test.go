@@ -316,7 +316,7 @@ func TestImportMultiPlatform(t *testing.T) {
 
 		e = newEnv(t)
 		_, err := e.importArchive(partial, archive.ImportOptions{AllPlatforms: true})
-		if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "lacks") {
+		if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "not in the archive") {
 			t.Fatalf("all platforms of a partial archive: %v", err)
 		}
 		e.checkClean()
