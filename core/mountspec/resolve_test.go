@@ -46,7 +46,7 @@ func TestResolveDestinationStaysInRootfs(t *testing.T) {
 	host := hostDir(t)
 	before := snapshot(t, host)
 	rootfs := t.TempDir()
-	mustSymlink(t, host, filepath.Join(rootfs, "data"))                      // /data -> the "host's /etc"
+	mustSymlink(t, host, filepath.Join(rootfs, "data"))                        // /data -> the "host's /etc"
 	mustSymlink(t, "../../../../../../../../etc", filepath.Join(rootfs, "up")) // climbs above the root
 	mustSymlink(t, "b", filepath.Join(rootfs, "a"))
 	mustSymlink(t, "/c/d", filepath.Join(rootfs, "b"))
