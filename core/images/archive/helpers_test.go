@@ -55,7 +55,14 @@ type env struct {
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	dir := t.TempDir()
+	e, closeEnv := openEnv(t, t.TempDir())
+	t.Cleanup(closeEnv)
+	return e
+}
+
+// openEnv opens an env in dir; the caller closes it.
+func openEnv(t testing.TB, dir string) (*env, func()) {
+	t.Helper()
 	blobs, err := local.NewStore(filepath.Join(dir, "content"))
 	if err != nil {
 		t.Fatal(err)
@@ -65,16 +72,17 @@ func newEnv(t testing.TB) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
+	closeEnv := func() {
 		if err := db.Close(); err != nil {
 			t.Errorf("close metadata: %v", err)
 		}
-	})
+	}
 	ctx := namespaces.WithNamespace(context.Background(), "test")
 	if err := db.Init(ctx, blobs, nil); err != nil {
+		closeEnv()
 		t.Fatal(err)
 	}
-	return &env{t: t, ctx: ctx, db: db, blobs: blobs, cs: db.ContentStore(), is: db.Images()}
+	return &env{t: t, ctx: ctx, db: db, blobs: blobs, cs: db.ContentStore(), is: db.Images()}, closeEnv
 }
 
 func (e *env) importArchive(data []byte, opts archive.ImportOptions) ([]images.Image, error) {
