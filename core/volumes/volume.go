@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/containerd/errdefs"
 )
@@ -78,13 +79,14 @@ func ValidateName(name string) error {
 	case strings.Contains(name, "/"):
 		reason = "it contains '/' (a host directory to bind must be an absolute path)"
 	case !isAlnum(name[0]):
-		reason = fmt.Sprintf("it starts with %q instead of a letter or digit", name[0])
+		first, _ := utf8.DecodeRuneInString(name)
+		reason = fmt.Sprintf("it starts with %q instead of a letter or digit", first)
 	case len(name) < 2:
 		reason = "it is shorter than two characters"
 	default:
-		for i := 0; i < len(name); i++ {
-			if c := name[i]; !isAlnum(c) && c != '_' && c != '.' && c != '-' {
-				reason = fmt.Sprintf("it contains %q; only [a-zA-Z0-9_.-] are allowed", c)
+		for _, r := range name {
+			if r >= 0x80 || !isAlnum(byte(r)) && r != '_' && r != '.' && r != '-' {
+				reason = fmt.Sprintf("it contains %q; only [a-zA-Z0-9_.-] are allowed", r)
 				break
 			}
 		}
