@@ -188,4 +188,3 @@ func TestCopyUpNothingToCopy(t *testing.T) {
 		t.Error("a missing volume directory is not an error")
 	}
 }
-
