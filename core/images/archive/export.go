@@ -164,13 +164,17 @@ func (ex *exporter) selected(ctx context.Context, target ocispec.Descriptor) (oc
 }
 
 // dockerChoice picks, with every platform exported, the manifest
-// manifest.json names: the target itself or the current platform's; none
-// when the image has no manifest for it.
+// manifest.json names: the target itself or the one for Platform (the
+// current platform by default); none when the image has no such manifest.
 func (ex *exporter) dockerChoice(ctx context.Context, target ocispec.Descriptor) (ocispec.Descriptor, error) {
 	if images.IsManifestType(target.MediaType) {
 		return target, nil
 	}
-	r, err := images.ResolveManifest(ctx, ex.provider, target, platforms.Default())
+	platform := ex.opts.Platform
+	if platform == nil {
+		platform = platforms.Default()
+	}
+	r, err := images.ResolveManifest(ctx, ex.provider, target, platform)
 	if errors.Is(err, images.ErrNoMatch) {
 		return ocispec.Descriptor{}, nil
 	}

@@ -1,8 +1,11 @@
 package archive_test
 
 import (
+	"archive/tar"
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path"
 	"slices"
@@ -214,6 +217,23 @@ func TestImportDockerRepositoriesFallback(t *testing.T) {
 	e := newEnv(t)
 	if got := names(e.mustImport(data, archive.ImportOptions{})); !slices.Equal(got, []string{"docker.io/berth/fallback:v3"}) {
 		t.Errorf("names %v", got)
+	}
+}
+
+// TestImportDotSlashNames imports an archive made by `tar -C layout .`:
+// a "./" entry first and every name starting with "./".
+func TestImportDotSlashNames(t *testing.T) {
+	t.Parallel()
+	img := build(t, testimages.Busybox)
+	entries := []entry{{hdr: tar.Header{Typeflag: tar.TypeDir, Name: "./", Mode: 0o755}}}
+	for _, en := range readEntries(t, ociArchive(t, testimages.WriteOptions{}, img)) {
+		en.hdr.Name = "./" + en.hdr.Name
+		entries = append(entries, en)
+	}
+	e := newEnv(t)
+	imgs := e.mustImport(writeEntries(t, entries), archive.ImportOptions{})
+	if len(imgs) != 1 || imgs[0].Target.Digest != img.Target.Digest {
+		t.Fatalf("imported %+v", imgs)
 	}
 }
 
@@ -571,4 +591,24 @@ func TestConcurrentImports(t *testing.T) {
 	if got := e.digests(); !slices.Equal(got, union(wantContent(t, ml, ""))) {
 		t.Errorf("after gc %v", got)
 	}
+}
+
+// TestImportCancelled cancels an import part way: the error is the
+// cancellation, not a complaint about the archive, and nothing is left.
+func TestImportCancelled(t *testing.T) {
+	t.Parallel()
+	ml := build(t, testimages.MultiLayer)
+	e := newEnv(t)
+	ctx, cancel := context.WithCancel(e.ctx)
+	defer cancel()
+	opts := archive.ImportOptions{Progress: func(p archive.Progress) {
+		if p.Blobs >= 2 {
+			cancel()
+		}
+	}}
+	_, err := archive.Import(ctx, e.cs, e.is, e.db.Leases(), bytes.NewReader(ociArchive(t, testimages.WriteOptions{}, ml)), opts)
+	if !errors.Is(err, context.Canceled) || errdefs.IsInvalidArgument(err) {
+		t.Fatalf("import: %v", err)
+	}
+	e.checkClean()
 }

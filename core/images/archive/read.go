@@ -37,6 +37,11 @@ var metadataFiles = map[string]bool{
 	repositoriesFile:        true,
 }
 
+// maxEntries bounds the entries of one archive, so a crafted archive of
+// countless tiny files cannot grow the import's tables without end. Real
+// archives have a few files per layer.
+const maxEntries = 1 << 17
+
 // files is what reading an archive leaves: its metadata files in memory,
 // every other regular file as a blob in the store, and its links.
 type files struct {
@@ -71,7 +76,10 @@ func readArchive(ctx context.Context, cs content.Store, refs *refGen, r io.Reade
 		links: map[string]string{},
 	}}
 	tr := tar.NewReader(tail)
-	for {
+	for n := 0; ; n++ {
+		if n == maxEntries {
+			return nil, badArchive("it has more than %d entries", maxEntries)
+		}
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
 			return &rd.files, tail.checkEnd()
@@ -132,7 +140,7 @@ func entryName(name string) (string, error) {
 		}
 	}
 	clean := path.Clean(name)
-	if !fs.ValidPath(clean) || clean == "." {
+	if !fs.ValidPath(clean) {
 		return "", fmt.Errorf("entry %q has an invalid name", name)
 	}
 	return clean, nil
