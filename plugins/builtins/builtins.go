@@ -7,5 +7,6 @@ import (
 	_ "github.com/berthd/berth/plugins/grpcapi"
 	_ "github.com/berthd/berth/plugins/metadata"
 	_ "github.com/berthd/berth/plugins/snapshotters"
+	_ "github.com/berthd/berth/plugins/volumes"
 	_ "github.com/berthd/berth/snapshotters/proxy"
 )
