@@ -34,9 +34,16 @@ type Cgroup interface {
 	// Stats returns *v1stats.Metrics or *v2stats.Metrics of
 	// github.com/containerd/cgroups/v3.
 	Stats() (proto.Message, error)
-	// WatchOOM calls onOOM for every OOM kill in the cgroup until the cgroup
-	// is removed or ctx is done.
-	WatchOOM(ctx context.Context, onOOM func()) error
+	// WatchOOM starts watching the cgroup for OOM kills; events from the
+	// moment it returns are reported by the watcher's Run.
+	WatchOOM() (OOMWatcher, error)
+}
+
+// OOMWatcher reports OOM kills of one cgroup.
+type OOMWatcher interface {
+	// Run calls onOOM for every OOM kill until the cgroup is removed or ctx
+	// is done, and releases the watcher.
+	Run(ctx context.Context, onOOM func()) error
 }
 
 // Unified reports whether the host runs cgroup v2 only.

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	v1stats "github.com/containerd/cgroups/v3/cgroup1/stats"
+	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 )
@@ -287,56 +288,56 @@ func (c v1) hugetlb(m *v1stats.Metrics) error {
 }
 
 // WatchOOM registers an eventfd for memory.oom_control through
-// cgroup.event_control. The kernel signals it on OOM and when the cgroup is
-// removed; an increased oom_kill counter tells the two apart.
-func (c v1) WatchOOM(ctx context.Context, onOOM func()) error {
+// cgroup.event_control. The kernel signals it when the cgroup runs out of
+// memory (before the OOM killer has picked its victim, so counters are not
+// updated yet) and when the cgroup is removed, whose directory is gone by
+// then.
+func (c v1) WatchOOM() (OOMWatcher, error) {
 	dir, ok := c.dirs["memory"]
 	if !ok {
-		return nil
+		return nil, fmt.Errorf("watch OOM: no memory cgroup: %w", errdefs.ErrNotFound)
 	}
 	control, err := os.Open(filepath.Join(dir, "memory.oom_control"))
 	if err != nil {
-		return fmt.Errorf("watch OOM: %w", err)
+		return nil, fmt.Errorf("watch OOM: %w", err)
 	}
-	defer control.Close()
 	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {
-		return fmt.Errorf("watch OOM: eventfd: %w", err)
+		control.Close()
+		return nil, fmt.Errorf("watch OOM: eventfd: %w", err)
 	}
 	events := os.NewFile(uintptr(efd), "oom-eventfd")
-	defer events.Close()
 	reg := fmt.Sprintf("%d %d", efd, control.Fd())
 	if err := os.WriteFile(filepath.Join(dir, "cgroup.event_control"), []byte(reg), 0); err != nil {
-		return fmt.Errorf("watch OOM: register eventfd: %w", err)
+		events.Close()
+		control.Close()
+		return nil, fmt.Errorf("watch OOM: register eventfd: %w", err)
 	}
-	stop := context.AfterFunc(ctx, func() { events.Close() })
+	return &v1OOM{dir: dir, events: events, control: control}, nil
+}
+
+type v1OOM struct {
+	dir     string
+	events  *os.File
+	control *os.File
+}
+
+func (w *v1OOM) Run(ctx context.Context, onOOM func()) error {
+	defer w.events.Close()
+	defer w.control.Close()
+	stop := context.AfterFunc(ctx, func() { w.events.Close() })
 	defer stop()
-	kills := oomKills(dir)
 	buf := make([]byte, 8)
 	for {
-		if _, err := events.Read(buf); err != nil {
+		if _, err := w.events.Read(buf); err != nil {
 			if errors.Is(err, os.ErrClosed) {
 				return nil
 			}
 			return fmt.Errorf("watch OOM: read eventfd: %w", err)
 		}
-		if _, err := os.Stat(filepath.Join(dir, "memory.oom_control")); err != nil {
+		if _, err := os.Stat(filepath.Join(w.dir, "memory.oom_control")); err != nil {
 			return nil // the cgroup is gone
 		}
-		now := oomKills(dir)
-		if now > kills || now < 0 {
-			onOOM()
-		}
-		kills = now
+		onOOM()
 	}
-}
-
-// oomKills returns the oom_kill counter of a v1 memory cgroup, or -1 on a
-// kernel without it.
-func oomKills(dir string) int64 {
-	var n uint64 = math.MaxUint64
-	if err := readKV(filepath.Join(dir, "memory.oom_control"), map[string]*uint64{"oom_kill": &n}); err != nil || n == math.MaxUint64 {
-		return -1
-	}
-	return int64(n)
 }

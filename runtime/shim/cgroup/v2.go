@@ -172,24 +172,34 @@ func (c v2) hugetlb(m *v2stats.Metrics) error {
 	return nil
 }
 
-// WatchOOM watches memory.events with inotify and reports each increase of
-// its oom_kill counter.
-func (c v2) WatchOOM(ctx context.Context, onOOM func()) error {
+// WatchOOM watches memory.events with inotify; each increase of its
+// oom_kill counter is an OOM kill.
+func (c v2) WatchOOM() (OOMWatcher, error) {
 	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	if err != nil {
-		return fmt.Errorf("watch OOM: inotify: %w", err)
+		return nil, fmt.Errorf("watch OOM: inotify: %w", err)
 	}
 	events := os.NewFile(uintptr(fd), "oom-inotify")
-	defer events.Close()
 	if _, err := unix.InotifyAddWatch(fd, c.path("memory.events"), unix.IN_MODIFY); err != nil {
-		return fmt.Errorf("watch OOM: watch %s: %w", c.path("memory.events"), err)
+		events.Close()
+		return nil, fmt.Errorf("watch OOM: watch %s: %w", c.path("memory.events"), err)
 	}
-	stop := context.AfterFunc(ctx, func() { events.Close() })
+	return &v2OOM{c: c, events: events, kills: c.oomKills()}, nil
+}
+
+type v2OOM struct {
+	c      v2
+	events *os.File
+	kills  uint64
+}
+
+func (w *v2OOM) Run(ctx context.Context, onOOM func()) error {
+	defer w.events.Close()
+	stop := context.AfterFunc(ctx, func() { w.events.Close() })
 	defer stop()
-	kills := c.oomKills()
 	buf := make([]byte, 4096)
 	for {
-		n, err := events.Read(buf)
+		n, err := w.events.Read(buf)
 		if err != nil {
 			if errors.Is(err, os.ErrClosed) {
 				return nil
@@ -199,11 +209,11 @@ func (c v2) WatchOOM(ctx context.Context, onOOM func()) error {
 		if ignored(buf[:n]) {
 			return nil // the cgroup is gone
 		}
-		now := c.oomKills()
-		if now > kills {
+		now := w.c.oomKills()
+		if now > w.kills {
 			onOOM()
 		}
-		kills = now
+		w.kills = now
 	}
 }
 

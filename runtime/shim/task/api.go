@@ -113,11 +113,7 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	if err := s.createInit(ctx, c, opts); err != nil {
 		return nil, err
 	}
-	if cg, err := cgroup.Load(c.init.pid); err == nil {
-		c.cg = cg
-	} else {
-		logger(c.init).Warn("load cgroup", "error", err)
-	}
+	s.watchCgroup(c)
 	s.mu.Lock()
 	s.containers[c.id] = c
 	s.byPid[c.init.pid] = append(s.byPid[c.init.pid], c.init)
@@ -173,6 +169,34 @@ func (s *Service) createInit(ctx context.Context, c *container, opts *options.Op
 	return nil
 }
 
+// watchCgroup loads the cgroup of the created init process and watches it
+// for OOM kills. It runs before the process starts, so an OOM kill right at
+// its start is seen too.
+func (s *Service) watchCgroup(c *container) {
+	cg, err := cgroup.Load(c.init.pid)
+	if err != nil {
+		logger(c.init).Warn("no cgroup statistics", "error", err)
+		return
+	}
+	c.cg = cg
+	w, err := cg.WatchOOM()
+	if err != nil {
+		logger(c.init).Warn("no OOM events", "error", err)
+		return
+	}
+	ctx, cancel := context.WithCancel(s.ctx)
+	c.stopOOM = cancel
+	go func() {
+		err := w.Run(ctx, func() {
+			logger(c.init).Info("out of memory")
+			s.publish(TopicOOM, &events.TaskOOM{ContainerID: c.id})
+		})
+		if err != nil {
+			logger(c.init).Warn("OOM events stopped", "error", err)
+		}
+	}()
+}
+
 // Start starts the init process or an exec and publishes /tasks/start or
 // /tasks/exec-started.
 func (s *Service) Start(ctx context.Context, r *taskapi.StartRequest) (*taskapi.StartResponse, error) {
@@ -204,19 +228,6 @@ func (s *Service) startInit(ctx context.Context, c *container, p *process) error
 	p.state = running
 	s.mu.Unlock()
 	s.publish(TopicStart, &events.TaskStart{ContainerID: c.id, Pid: uint32(p.pid)})
-	if c.cg != nil {
-		oomCtx, cancel := context.WithCancel(s.ctx)
-		c.stopOOM = cancel
-		go func() {
-			err := c.cg.WatchOOM(oomCtx, func() {
-				logger(p).Info("out of memory")
-				s.publish(TopicOOM, &events.TaskOOM{ContainerID: c.id})
-			})
-			if err != nil {
-				logger(p).Warn("OOM events unavailable", "error", err)
-			}
-		}()
-	}
 	logger(p).Info("started")
 	return nil
 }
