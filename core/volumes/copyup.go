@@ -64,12 +64,19 @@ func CopyUp(ctx context.Context, rootfs, dst, dataDir string) (bool, error) {
 // applier already walk by descriptor and refuse to leave their roots.
 func copyTree(ctx context.Context, src, dst string) error {
 	pr, pw := io.Pipe()
+	done := make(chan error, 1)
 	go func() {
-		pw.CloseWithError(archive.TarPath(ctx, pw, src, "/"))
+		err := archive.TarPath(ctx, pw, src, "/")
+		pw.CloseWithError(err)
+		done <- err
 	}()
 	_, err := archive.UntarInto(ctx, dst, "/", pr, archive.WithSameOwner(true))
-	// Unblock the writer if the reader stopped early.
+	// Unblock the writer if the reader stopped early, and wait for it: src
+	// names a descriptor the caller closes once this returns.
 	pr.CloseWithError(io.ErrClosedPipe)
+	if werr := <-done; err == nil && werr != nil {
+		err = werr
+	}
 	return err
 }
 
