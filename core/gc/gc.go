@@ -73,12 +73,39 @@ func (n Node) Unflat() Node {
 // per distinct visit (node and Flat) during Mark.
 type RefsFunc func(n Node, emit func(Node)) error
 
-// Mark returns every node reachable from roots through refs, keyed with
-// Flat cleared. It is a depth-first tri-colour mark: memory grows with the
-// reachable set only, and each visit is expanded once.
-func Mark(roots []Node, refs RefsFunc) (map[Node]struct{}, error) {
-	seen := make(map[Node]struct{}, len(roots))
-	reached := make(map[Node]struct{}, len(roots))
+// Marked is the result of Mark: every visit made, flat or not.
+type Marked map[Node]struct{}
+
+// Has reports whether the object n stands for was reached, flat or not.
+func (m Marked) Has(n Node) bool {
+	n.Flat = false
+	if _, ok := m[n]; ok {
+		return true
+	}
+	n.Flat = true
+	_, ok := m[n]
+	return ok
+}
+
+// Objects counts the distinct objects reached.
+func (m Marked) Objects() int {
+	count := 0
+	for n := range m {
+		if !n.Flat {
+			count++
+		} else if _, full := m[n.Unflat()]; !full {
+			count++
+		}
+	}
+	return count
+}
+
+// Mark returns every node reachable from roots through refs. It is a
+// depth-first tri-colour mark: memory grows with the reachable set only,
+// and each visit is expanded once. sizeHint, when known, is about how many
+// nodes the graph has, so the set is sized once instead of growing.
+func Mark(roots []Node, refs RefsFunc, sizeHint int) (Marked, error) {
+	seen := make(Marked, max(sizeHint, len(roots)))
 	grey := make([]Node, 0, len(roots))
 	push := func(n Node) {
 		if _, ok := seen[n]; ok {
@@ -96,7 +123,6 @@ func Mark(roots []Node, refs RefsFunc) (map[Node]struct{}, error) {
 		if err := refs(n, push); err != nil {
 			return nil, fmt.Errorf("references of %s: %w", n, err)
 		}
-		reached[n.Unflat()] = struct{}{}
 	}
-	return reached, nil
+	return seen, nil
 }

@@ -3,6 +3,7 @@ package gc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
 	"sort"
 	"sync"
@@ -36,15 +37,23 @@ func (g graph) refs(n Node, emit func(Node)) error {
 	return nil
 }
 
-func keys(m map[Node]struct{}) []string {
-	var out []string
+// keys lists the keys of the objects reached, each once.
+func keys(m Marked) []string {
+	set := map[string]bool{}
 	for n := range m {
-		if n.Flat {
-			out = append(out, "FLAT:"+n.String())
+		if !m.Has(n) {
+			panic("Has disagrees with the set")
 		}
-		out = append(out, n.Key)
+		set[n.Key] = true
+	}
+	var out []string
+	for k := range set {
+		out = append(out, k)
 	}
 	sort.Strings(out)
+	if len(out) != m.Objects() {
+		panic(fmt.Sprintf("Objects() = %d for %q", m.Objects(), out))
+	}
 	return out
 }
 
@@ -57,7 +66,7 @@ func TestMarkFollowsReferencesAndCycles(t *testing.T) {
 			content("config"):   {content("index")}, // a cycle
 		},
 	}
-	got, err := Mark([]Node{content("index")}, g.refs)
+	got, err := Mark([]Node{content("index")}, g.refs, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,12 +85,12 @@ func TestMarkFlatVisits(t *testing.T) {
 		},
 	}
 	flat := func(n Node) Node { n.Flat = true; return n }
-	got, _ := Mark([]Node{flat(snap("child")), flat(content("manifest"))}, g.refs)
+	got, _ := Mark([]Node{flat(snap("child")), flat(content("manifest"))}, g.refs, 16)
 	if k := keys(got); !reflect.DeepEqual(k, []string{"manifest", "native/child", "native/parent"}) {
 		t.Errorf("flat roots marked %q: labels must not be followed, parents must", k)
 	}
 	// The same node reached flat and in full is followed in full.
-	got, _ = Mark([]Node{flat(content("manifest")), content("manifest")}, g.refs)
+	got, _ = Mark([]Node{flat(content("manifest")), content("manifest")}, g.refs, 0)
 	if k := keys(got); !reflect.DeepEqual(k, []string{"layer", "manifest"}) {
 		t.Errorf("flat and full root marked %q", k)
 	}
@@ -89,7 +98,7 @@ func TestMarkFlatVisits(t *testing.T) {
 
 func TestMarkReportsRefsError(t *testing.T) {
 	boom := errors.New("boom")
-	_, err := Mark([]Node{content("a")}, func(Node, func(Node)) error { return boom })
+	_, err := Mark([]Node{content("a")}, func(Node, func(Node)) error { return boom }, 0)
 	if !errors.Is(err, boom) {
 		t.Errorf("Mark error %v", err)
 	}

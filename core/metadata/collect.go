@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
@@ -14,33 +15,82 @@ import (
 )
 
 // GarbageCollect runs a full collection now: records nothing reaches are
-// removed, then every attached backing store is swept of objects no
-// namespace records (and records whose backing object is gone are
-// dropped). It waits for a collection already running. The error joins
-// the failures of the backing-store sweeps; Stats says what was done.
+// removed, then every attached backing store is walked and swept of
+// objects no namespace records (and records whose backing object is gone
+// are dropped). It waits for a collection already running. The error
+// joins the failures of the backing-store sweeps; Stats says what was
+// done.
 func (m *DB) GarbageCollect(ctx context.Context) (gc.Stats, error) {
 	return m.collect(ctx, true)
 }
 
-// scheduledCollect is the scheduler's collection: it sweeps only the
-// backing stores that deletions or removed records made dirty.
+// scheduledCollect is the scheduler's collection. Content is swept by
+// candidates (the blobs and ingests whose records went), not by walking
+// the store, and only dirty snapshotters are walked, so a collection after
+// removing one image costs what that image held, not what the store holds.
 func (m *DB) scheduledCollect(ctx context.Context) (gc.Stats, error) {
 	return m.collect(ctx, false)
 }
 
-// markDirty notes that records were removed or references dropped, and
-// which backing store may now hold unreferenced objects, then asks the
-// scheduler for a collection.
-func (m *DB) markDirty(content bool, snapshotter string) {
-	m.dirtyMu.Lock()
-	m.dirty.content = m.dirty.content || content
-	if snapshotter != "" {
-		if m.dirty.snapshotters == nil {
-			m.dirty.snapshotters = map[string]bool{}
-		}
-		m.dirty.snapshotters[snapshotter] = true
+// dirtyFunc adds to the dirty state.
+type dirtyFunc func(*dirtyState)
+
+func dirtyBlob(d digest.Digest) dirtyFunc {
+	return func(s *dirtyState) { s.addBlob(d) }
+}
+
+func dirtyIngest(bref string) dirtyFunc {
+	return func(s *dirtyState) { s.addIngest(bref) }
+}
+
+func dirtySnapshotter(name string) dirtyFunc {
+	return func(s *dirtyState) { s.addSnapshotter(name) }
+}
+
+func (s *dirtyState) addBlob(d digest.Digest) {
+	if s.blobs == nil {
+		s.blobs = map[digest.Digest]bool{}
 	}
-	m.dirtyMu.Unlock()
+	s.blobs[d] = true
+}
+
+func (s *dirtyState) addIngest(bref string) {
+	if s.brefs == nil {
+		s.brefs = map[string]bool{}
+	}
+	s.brefs[bref] = true
+}
+
+func (s *dirtyState) addSnapshotter(name string) {
+	if s.snapshotters == nil {
+		s.snapshotters = map[string]bool{}
+	}
+	s.snapshotters[name] = true
+}
+
+// merge adds o to s.
+func (s *dirtyState) merge(o dirtyState) {
+	s.all = s.all || o.all
+	for d := range o.blobs {
+		s.addBlob(d)
+	}
+	for r := range o.brefs {
+		s.addIngest(r)
+	}
+	for n := range o.snapshotters {
+		s.addSnapshotter(n)
+	}
+}
+
+// markDirty notes that records were removed or references dropped (and,
+// through what, which backing objects may now be garbage), then asks the
+// scheduler for a collection.
+func (m *DB) markDirty(what dirtyFunc) {
+	if what != nil {
+		m.dirtyMu.Lock()
+		what(&m.dirty)
+		m.dirtyMu.Unlock()
+	}
 	m.sched.Trigger()
 }
 
@@ -65,47 +115,44 @@ func (m *DB) takeDirty(b *backingStores) dirtyState {
 	return d
 }
 
+// redirty puts back what a failed run could not act on.
+func (m *DB) redirty(d dirtyState) {
+	m.dirtyMu.Lock()
+	m.dirty.merge(d)
+	m.dirtyMu.Unlock()
+}
+
 func (m *DB) collect(ctx context.Context, full bool) (gc.Stats, error) {
 	m.collectMu.Lock()
 	defer m.collectMu.Unlock()
 	stats := gc.Stats{Started: time.Now()}
 	b := m.stores.Load()
 	dirty := m.takeDirty(b)
-	if err := m.sweepRecords(ctx, &stats); err != nil {
+	dirty.all = dirty.all || full
+	removed, err := m.sweepRecords(ctx, &stats)
+	if err != nil {
 		m.redirty(dirty)
 		return stats, err
 	}
+	dirty.merge(removed)
 	if b == nil {
 		stats.Elapsed = time.Since(stats.Started)
 		return stats, nil
 	}
-	plan := sweepPlan(b, dirty, stats.Records, full)
-	err := m.sweepBackends(ctx, b, plan, &stats)
+	err = m.sweepBackends(ctx, b, dirty, &stats)
 	stats.Elapsed = time.Since(stats.Started)
 	return stats, err
 }
 
-// redirty puts back a dirty state a failed run could not act on.
-func (m *DB) redirty(d dirtyState) {
-	m.dirtyMu.Lock()
-	defer m.dirtyMu.Unlock()
-	m.dirty.all = m.dirty.all || d.all
-	m.dirty.content = m.dirty.content || d.content
-	for name := range d.snapshotters {
-		if m.dirty.snapshotters == nil {
-			m.dirty.snapshotters = map[string]bool{}
-		}
-		m.dirty.snapshotters[name] = true
-	}
-}
-
 // sweepRecords marks from the roots and removes every unreached record,
 // in one write transaction: writers wait for it (the pause), readers do
-// not.
-func (m *DB) sweepRecords(ctx context.Context, stats *gc.Stats) error {
+// not. It returns what the removed records held in the backing stores.
+func (m *DB) sweepRecords(ctx context.Context, stats *gc.Stats) (dirtyState, error) {
 	start := time.Now()
 	defer func() { stats.Pause = time.Since(start) }()
-	return m.bolt.Update(func(tx *bolt.Tx) error {
+	var freed dirtyState
+	err := m.bolt.Update(func(tx *bolt.Tx) error {
+		freed = dirtyState{}
 		g := newGCGraph(time.Now())
 		if err := g.scan(tx); err != nil {
 			return fmt.Errorf("garbage collection: scan records: %w", err)
@@ -113,60 +160,38 @@ func (m *DB) sweepRecords(ctx context.Context, stats *gc.Stats) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		marked, err := gc.Mark(g.roots, g.refs)
+		marked, err := gc.Mark(g.roots, g.refs, len(g.removable)+len(g.edges))
 		if err != nil {
 			return fmt.Errorf("garbage collection: mark: %w", err)
 		}
-		stats.Marked = len(marked)
-		var removed []gc.Node
+		stats.Marked = marked.Objects()
+		stats.Records = nil
 		for _, n := range g.removable {
-			if _, ok := marked[n]; ok {
+			if marked.Has(n) {
 				continue
 			}
-			if err := removeRecord(tx, n); err != nil {
+			if err := removeRecord(tx, n, &freed); err != nil {
 				return fmt.Errorf("garbage collection: remove %s: %w", n, err)
 			}
-			removed = append(removed, n)
+			stats.Records = append(stats.Records, n)
 		}
-		stats.Records = removed
+		if len(stats.Records) == 0 {
+			return errNothingRemoved // roll back: no commit, no fsync
+		}
 		return nil
 	})
+	if errors.Is(err, errNothingRemoved) {
+		err = nil
+	}
+	return freed, err
 }
 
-// backendPlan names the backing stores a run sweeps.
-type backendPlan struct {
-	content      bool
-	snapshotters []*snapshotter
-}
+var errNothingRemoved = errors.New("nothing removed")
 
-func sweepPlan(b *backingStores, d dirtyState, removed []gc.Node, full bool) backendPlan {
-	all := full || d.all
-	plan := backendPlan{content: b.content != nil && (all || d.content)}
-	names := map[string]bool{}
-	for name := range d.snapshotters {
-		names[name] = true
-	}
-	for _, n := range removed {
-		switch n.Type {
-		case gc.ResourceContent, gc.ResourceIngest:
-			plan.content = b.content != nil
-		case gc.ResourceSnapshot:
-			name, _, _ := cutSnapshotKey(n.Key)
-			names[name] = true
-		}
-	}
-	for name, s := range b.snapshotters {
-		if all || names[name] {
-			plan.snapshotters = append(plan.snapshotters, s)
-		}
-	}
-	return plan
-}
-
-// sweepBackends sweeps the planned backing stores concurrently and adds
-// what they removed to stats. A store whose sweep failed is marked dirty
-// again so the next run retries it.
-func (m *DB) sweepBackends(ctx context.Context, b *backingStores, plan backendPlan, stats *gc.Stats) error {
+// sweepBackends sweeps the backing stores concurrently, each as far as
+// dirty asks, and adds what they removed to stats. What a failed sweep
+// was asked to do is marked dirty again so the next run retries it.
+func (m *DB) sweepBackends(ctx context.Context, b *backingStores, dirty dirtyState, stats *gc.Stats) error {
 	var (
 		mu   sync.Mutex
 		wg   sync.WaitGroup
@@ -181,16 +206,25 @@ func (m *DB) sweepBackends(ctx context.Context, b *backingStores, plan backendPl
 			m.redirty(retry)
 		}
 	}
-	if plan.content {
+	if b.content != nil && (dirty.all || len(dirty.blobs) > 0 || len(dirty.brefs) > 0) {
 		wg.Go(func() {
-			r, err := b.content.sweep(ctx)
-			merge(r, err, dirtyState{content: true})
+			var r backendResult
+			var err error
+			if dirty.all {
+				r, err = b.content.sweep(ctx)
+			} else {
+				r, err = b.content.sweepCandidates(ctx, maps.Clone(dirty.blobs), maps.Clone(dirty.brefs))
+			}
+			merge(r, err, dirtyState{all: dirty.all, blobs: dirty.blobs, brefs: dirty.brefs})
 		})
 	}
-	for _, s := range plan.snapshotters {
+	for name, s := range b.snapshotters {
+		if !dirty.all && !dirty.snapshotters[name] {
+			continue
+		}
 		wg.Go(func() {
 			r, err := s.sweep(ctx)
-			merge(r, err, dirtyState{snapshotters: map[string]bool{s.name: true}})
+			merge(r, err, dirtyState{snapshotters: map[string]bool{name: true}})
 		})
 	}
 	wg.Wait()

@@ -257,7 +257,7 @@ func (s *containerStore) Update(ctx context.Context, c containers.Container, fie
 		return containers.Container{}, err
 	}
 	if dirty {
-		s.db.markDirty(false, "")
+		s.db.markDirty(nil)
 	}
 	return updated, nil
 }
@@ -347,6 +347,6 @@ func (s *containerStore) Delete(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	s.db.markDirty(false, "")
+	s.db.markDirty(nil)
 	return nil
 }

@@ -138,7 +138,7 @@ func (cs *contentStore) Update(ctx context.Context, info content.Info, fieldpath
 		return content.Info{}, err
 	}
 	if refsChanged {
-		cs.db.markDirty(false, "")
+		cs.db.markDirty(nil)
 	}
 	return updated, nil
 }
@@ -203,7 +203,7 @@ func (cs *contentStore) Delete(ctx context.Context, dgst digest.Digest) error {
 	if err != nil {
 		return err
 	}
-	cs.db.markDirty(true, "")
+	cs.db.markDirty(dirtyBlob(dgst))
 	return nil
 }
 
@@ -362,7 +362,7 @@ func (cs *contentStore) Abort(ctx context.Context, ref string) error {
 	}
 	if err := cs.backend.Abort(ctx, rec.bref); err != nil && !errdefs.IsNotFound(err) {
 		// The record is gone, so the collector aborts it later.
-		cs.db.markDirty(true, "")
+		cs.db.markDirty(dirtyIngest(rec.bref))
 		return fmt.Errorf("abort ingest %q: %w", ref, err)
 	}
 	return nil
@@ -534,6 +534,6 @@ func (cs *contentStore) dropIngestRecord(ns, ref, bref string) {
 		return recordBucket(tx, ns, bucketIngests).Delete([]byte(ref))
 	})
 	if err != nil {
-		cs.db.markDirty(true, "")
+		cs.db.markDirty(dirtyIngest(bref))
 	}
 }

@@ -274,3 +274,35 @@ func TestReaderReadsBackingBytes(t *testing.T) {
 		t.Error("read back different bytes")
 	}
 }
+
+func TestDeletedBlobStaysWhileAnotherNamespaceHasIt(t *testing.T) {
+	e := newEnv(t, manualGC)
+	a, b := nsCtx("a"), nsCtx("b")
+	la, _ := e.lease(a)
+	lb, _ := e.lease(b)
+	desc := e.write(la, []byte("in both"), nil)
+	e.write(lb, []byte("in both"), nil)
+	if err := e.cs().Delete(a, desc.Digest); err != nil {
+		t.Fatal(err)
+	}
+	// A scheduled run checks the deleted blob only.
+	if st, err := e.db.sched.Run(context.Background()); err != nil || len(st.Blobs) != 0 {
+		t.Fatalf("run after a's delete: %+v, %v", st, err)
+	}
+	if _, err := e.cs().Info(a, desc.Digest); !errdefs.IsNotFound(err) {
+		t.Errorf("a still sees the blob: %v", err)
+	}
+	if !e.readable(b, desc) {
+		t.Fatal("b lost the blob a deleted")
+	}
+	if err := e.cs().Delete(b, desc.Digest); err != nil {
+		t.Fatal(err)
+	}
+	st, err := e.db.sched.Run(context.Background())
+	if err != nil || !reflect.DeepEqual(blobStrings(st), digests(desc.Digest)) || st.Reclaimed != desc.Size {
+		t.Errorf("run after b's delete: %+v, %v", st, err)
+	}
+	if e.inBackend(desc.Digest) {
+		t.Error("blob still stored after both namespaces deleted it")
+	}
+}

@@ -40,6 +40,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
@@ -86,14 +87,19 @@ type backingStores struct {
 	snapshotters map[string]*snapshotter
 }
 
-// dirtyState records which backing stores may hold objects no record
-// references any more, so a collection only walks those.
+// dirtyState records what may have become garbage since the last
+// collection, so a scheduled collection only looks there.
 type dirtyState struct {
-	content      bool
-	snapshotters map[string]bool
 	// all is set when the backing stores were just attached: after a
-	// crash they may hold objects whose records were never written.
+	// crash they may hold objects whose records were never written, so
+	// every store is walked.
 	all bool
+	// blobs and brefs are blobs and backing ingests whose records were
+	// removed: removed from the content store unless still recorded.
+	blobs map[digest.Digest]bool
+	brefs map[string]bool
+	// snapshotters are walked for unreferenced snapshots.
+	snapshotters map[string]bool
 }
 
 // Opt configures Open.

@@ -1,6 +1,7 @@
 package metadata
 
 import (
+	"bytes"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -86,84 +87,144 @@ func (g *gcGraph) keepCorrupt(n gc.Node, err error) {
 	g.roots = append(g.roots, n)
 }
 
-func (g *gcGraph) addImage(ns, name string, v []byte) {
+// gcView is what the collector reads from a record: the references its
+// labels make, whether it is a root, its expiry label, and the structural
+// references of its kind.
+type gcView struct {
+	refs       []gc.Node
+	structural []gc.Node
+	root       bool
+	expire     string
+}
+
+// readLabels scans an encoded labels field, turning into strings only the
+// labels the collector reads.
+func (v *gcView) readLabels(ns string, raw []byte) error {
+	return decodePairs(raw, func(k, val []byte) {
+		if !bytes.HasPrefix(k, []byte(labelGCPrefix)) {
+			return
+		}
+		key := string(k)
+		if key == labelGCExpire {
+			v.expire = string(val)
+			return
+		}
+		ref, ok, root := labelRef(ns, key, string(val))
+		v.root = v.root || root
+		if ok {
+			v.refs = append(v.refs, ref)
+		}
+	})
+}
+
+// add records n with the edges of v, as a root when v says so.
+func (g *gcGraph) add(n gc.Node, v gcView, removable bool) {
+	if removable {
+		g.removable = append(g.removable, n)
+	}
+	if len(v.refs) > 0 || len(v.structural) > 0 {
+		g.edges[n] = gcEdges{structural: v.structural, labels: v.refs}
+	}
+	if v.root {
+		g.roots = append(g.roots, n)
+	}
+}
+
+func (g *gcGraph) addImage(ns, name string, raw []byte) {
 	n := node(gc.ResourceImage, ns, name)
-	g.removable = append(g.removable, n)
-	img, err := decodeImage(name, v)
-	if err != nil {
-		g.keepCorrupt(n, err)
+	var v gcView
+	var target string
+	err := decodeFields(raw, func(tag byte, val []byte) error {
+		switch tag {
+		case tagImageTargetDigest:
+			target = string(val)
+		case tagImageLabels:
+			return v.readLabels(ns, val)
+		}
+		return nil
+	})
+	if err != nil || target == "" {
+		g.keepCorrupt(n, fmt.Errorf("image %q: no readable target: %v", name, err))
+		g.removable = append(g.removable, n)
 		return
 	}
-	refs, _ := labelRefs(ns, img.Labels)
-	g.edges[n] = gcEdges{structural: []gc.Node{node(gc.ResourceContent, ns, img.Target.Digest.String())}, labels: refs}
-	if !g.expired(img.Labels[labelGCExpire]) {
-		g.roots = append(g.roots, n)
-	}
+	v.structural = []gc.Node{node(gc.ResourceContent, ns, target)}
+	v.root = !g.expired(v.expire)
+	g.add(n, v, true)
 }
 
-func (g *gcGraph) addContainer(ns, id string, v []byte) {
+func (g *gcGraph) addContainer(ns, id string, raw []byte) {
 	n := node(gc.ResourceContainer, ns, id)
-	c, err := decodeContainer(id, v)
+	var v gcView
+	var snapshotter, key string
+	err := decodeFields(raw, func(tag byte, val []byte) error {
+		switch tag {
+		case tagCtrSnapshotter:
+			snapshotter = string(val)
+		case tagCtrSnapshotKey:
+			key = string(val)
+		case tagCtrLabels:
+			return v.readLabels(ns, val)
+		}
+		return nil
+	})
 	if err != nil {
 		g.keepCorrupt(n, err)
 		return
 	}
-	refs, _ := labelRefs(ns, c.Labels)
-	var structural []gc.Node
-	if c.Snapshotter != "" && c.SnapshotKey != "" {
-		structural = append(structural, node(gc.ResourceSnapshot, ns, c.Snapshotter+"/"+c.SnapshotKey))
+	if snapshotter != "" && key != "" {
+		v.structural = []gc.Node{node(gc.ResourceSnapshot, ns, snapshotter+"/"+key)}
 	}
-	g.edges[n] = gcEdges{structural: structural, labels: refs}
-	g.roots = append(g.roots, n)
+	v.root = true // containers are removed by their owner only
+	g.add(n, v, false)
 }
 
-func (g *gcGraph) addBlob(ns, dgst string, v []byte) {
+func (g *gcGraph) addBlob(ns, dgst string, raw []byte) {
 	n := node(gc.ResourceContent, ns, dgst)
-	g.removable = append(g.removable, n)
-	info, err := decodeBlob(digest.Digest(dgst), v)
+	var v gcView
+	err := decodeFields(raw, func(tag byte, val []byte) error {
+		if tag == tagBlobLabels {
+			return v.readLabels(ns, val)
+		}
+		return nil
+	})
 	if err != nil {
+		g.removable = append(g.removable, n)
 		g.keepCorrupt(n, err)
 		return
 	}
-	refs, root := labelRefs(ns, info.Labels)
-	if len(refs) > 0 {
-		g.edges[n] = gcEdges{labels: refs}
-	}
-	if root {
-		g.roots = append(g.roots, n)
-	}
+	g.add(n, v, true)
 }
 
-func (g *gcGraph) addIngest(ns, ref string, v []byte) {
+func (g *gcGraph) addIngest(ns, ref string, raw []byte) {
 	n := node(gc.ResourceIngest, ns, ref)
-	g.removable = append(g.removable, n)
-	rec, err := decodeIngest(ref, v)
+	rec, err := decodeIngest(ref, raw)
 	if err != nil {
+		g.removable = append(g.removable, n)
 		g.keepCorrupt(n, err)
 		return
 	}
-	if !rec.expire.IsZero() && rec.expire.After(g.now) {
-		g.roots = append(g.roots, n)
-	}
+	g.add(n, gcView{root: !rec.expire.IsZero() && rec.expire.After(g.now)}, true)
 }
 
-func (g *gcGraph) addSnapshot(ns, snapshotter, key string, v []byte) {
+func (g *gcGraph) addSnapshot(ns, snapshotter, key string, raw []byte) {
 	n := node(gc.ResourceSnapshot, ns, snapshotter+"/"+key)
-	g.removable = append(g.removable, n)
-	rec, err := decodeSnapshot(key, v)
+	var v gcView
+	err := decodeFields(raw, func(tag byte, val []byte) error {
+		switch tag {
+		case tagSnapParent:
+			v.structural = []gc.Node{node(gc.ResourceSnapshot, ns, snapshotter+"/"+string(val))}
+		case tagSnapLabels:
+			return v.readLabels(ns, val)
+		}
+		return nil
+	})
 	if err != nil {
+		g.removable = append(g.removable, n)
 		g.keepCorrupt(n, err)
 		return
 	}
-	refs, root := labelRefs(ns, rec.labels)
-	var structural []gc.Node
-	if rec.parent != "" {
-		structural = []gc.Node{node(gc.ResourceSnapshot, ns, snapshotter+"/"+rec.parent)}
-	}
-	g.edges[n] = gcEdges{structural: structural, labels: refs}
-	if root {
-		g.roots = append(g.roots, n)
-	}
+	g.add(n, v, true)
 }
 
 // scanLeases adds the leases of ns; live ones are roots with their
@@ -223,24 +284,33 @@ func (g *gcGraph) expired(v string) bool {
 // marks its object a root.
 func labelRefs(ns string, labels map[string]string) (refs []gc.Node, root bool) {
 	for k, v := range labels {
-		switch {
-		case k == labelGCRoot:
-			root = true
-		case isContentRef(k):
-			if digest.Digest(v).Validate() == nil {
-				refs = append(refs, node(gc.ResourceContent, ns, v))
-			}
-		case strings.HasPrefix(k, labelGCRefSnapshot):
-			name := strings.TrimPrefix(k, labelGCRefSnapshot)
-			if i := strings.IndexAny(name, "./"); i >= 0 {
-				name = name[:i]
-			}
-			if name != "" && v != "" {
-				refs = append(refs, node(gc.ResourceSnapshot, ns, name+"/"+v))
-			}
+		ref, ok, isRoot := labelRef(ns, k, v)
+		root = root || isRoot
+		if ok {
+			refs = append(refs, ref)
 		}
 	}
 	return refs, root
+}
+
+// labelRef interprets one label: a reference to a blob or a snapshot, or
+// the root mark.
+func labelRef(ns, k, v string) (ref gc.Node, ok, root bool) {
+	switch {
+	case k == labelGCRoot:
+		return gc.Node{}, false, true
+	case isContentRef(k):
+		// Not validated: a value that is no digest names no record, and
+		// validating costs a regular expression per label.
+		return node(gc.ResourceContent, ns, v), v != "", false
+	case strings.HasPrefix(k, labelGCRefSnapshot):
+		name := strings.TrimPrefix(k, labelGCRefSnapshot)
+		if i := strings.IndexAny(name, "./"); i >= 0 {
+			name = name[:i]
+		}
+		return node(gc.ResourceSnapshot, ns, name+"/"+v), name != "" && v != "", false
+	}
+	return gc.Node{}, false, false
 }
 
 func isContentRef(k string) bool {
@@ -263,16 +333,21 @@ func (g *gcGraph) refs(n gc.Node, emit func(gc.Node)) error {
 	return nil
 }
 
-// removeRecord deletes the record n stands for.
-func removeRecord(tx *bolt.Tx, n gc.Node) error {
+// removeRecord deletes the record n stands for, noting in freed what it
+// held in the backing stores.
+func removeRecord(tx *bolt.Tx, n gc.Node, freed *dirtyState) error {
 	nb := namespaceBucket(tx, n.Namespace)
 	if nb == nil {
 		return nil
 	}
 	switch n.Type {
 	case gc.ResourceContent:
+		freed.addBlob(digest.Digest(n.Key))
 		return deleteKey(nb.Bucket(bucketContent), n.Key)
 	case gc.ResourceIngest:
+		if rec, err := getIngest(tx, n.Namespace, n.Key); err == nil {
+			freed.addIngest(rec.bref)
+		}
 		return deleteKey(nb.Bucket(bucketIngests), n.Key)
 	case gc.ResourceImage:
 		return deleteKey(nb.Bucket(bucketImages), n.Key)
@@ -280,18 +355,18 @@ func removeRecord(tx *bolt.Tx, n gc.Node) error {
 		if lb := nb.Bucket(bucketLeases); lb != nil && lb.Bucket([]byte(n.Key)) != nil {
 			return lb.DeleteBucket([]byte(n.Key))
 		}
+		return nil
 	case gc.ResourceSnapshot:
 		name, key, _ := strings.Cut(n.Key, "/")
+		freed.addSnapshotter(name)
 		b := snapshotBucket(tx, n.Namespace, name)
 		rec, err := getSnapshot(b, key)
 		if err != nil {
-			return deleteKey(b, key) // unreadable: drop it all the same
+			return deleteKey(b, key)
 		}
 		return deleteSnapshotRecord(b, key, rec)
-	default:
-		return fmt.Errorf("cannot remove %s", n)
 	}
-	return nil
+	return fmt.Errorf("cannot remove %s", n)
 }
 
 func deleteKey(b *bolt.Bucket, key string) error {

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -200,5 +199,3 @@ func digests(ds ...digest.Digest) []string {
 }
 
 func blobStrings(st gc.Stats) []string { return digests(st.Blobs...) }
-
-var _ = errdefs.ErrNotFound

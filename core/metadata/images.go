@@ -25,6 +25,9 @@ const (
 	tagImageCreated
 	tagImageUpdated
 	tagImageLabels
+	// tagImageTargetDigest repeats the target's digest outside its JSON,
+	// so the collector reads it without decoding the descriptor.
+	tagImageTargetDigest
 )
 
 // imageStore implements images.Store over the database.
@@ -42,6 +45,7 @@ func encodeImage(img images.Image) ([]byte, error) {
 	}
 	e := newEncoder()
 	e.bytes(tagImageTarget, target)
+	e.string(tagImageTargetDigest, img.Target.Digest.String())
 	e.time(tagImageCreated, img.CreatedAt)
 	e.time(tagImageUpdated, img.UpdatedAt)
 	e.strings(tagImageLabels, img.Labels)
@@ -267,7 +271,7 @@ func (s *imageStore) Update(ctx context.Context, img images.Image, fieldpaths ..
 		return images.Image{}, err
 	}
 	if dirty {
-		s.db.markDirty(false, "")
+		s.db.markDirty(nil)
 	}
 	return updated, nil
 }
@@ -325,7 +329,7 @@ func (s *imageStore) Delete(ctx context.Context, name string, opts ...images.Del
 	if err != nil {
 		return err
 	}
-	s.db.markDirty(false, "")
+	s.db.markDirty(nil)
 	if o.Synchronous {
 		return s.db.waitCollect(ctx, "image "+name)
 	}

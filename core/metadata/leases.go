@@ -130,7 +130,7 @@ func (lm *leaseManager) Delete(ctx context.Context, lease leases.Lease, opts ...
 	if err != nil {
 		return err
 	}
-	lm.db.markDirty(false, "")
+	lm.db.markDirty(nil)
 	if o.Synchronous {
 		return lm.db.waitCollect(ctx, "lease "+lease.ID)
 	}
@@ -207,7 +207,7 @@ func (lm *leaseManager) DeleteResource(ctx context.Context, lease leases.Lease, 
 	if err := lm.changeResource(ctx, lease, r, false); err != nil {
 		return err
 	}
-	lm.db.markDirty(false, "")
+	lm.db.markDirty(nil)
 	return nil
 }
 

@@ -152,7 +152,7 @@ func (s *snapshotter) Update(ctx context.Context, info snapshots.Info, fieldpath
 		return snapshots.Info{}, err
 	}
 	if gcLabelsChanged(before.labels, after.labels) {
-		s.db.markDirty(false, "")
+		s.db.markDirty(nil)
 	}
 	if inh := inherited(after.labels); !maps.Equal(inherited(before.labels), inh) {
 		if _, err := s.backend.Update(ctx, snapshots.Info{Name: after.bkey, Labels: inh}, "labels"); err != nil {
@@ -232,7 +232,7 @@ func (s *snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 	if err := s.recordCreated(ctx, ns, key, rec, plan.bparent); err != nil {
 		if rerr := s.backend.Remove(ctx, plan.bkey); rerr != nil {
 			slog.Warn("cannot remove unrecorded snapshot; the collector will", "snapshotter", s.name, "key", plan.bkey, "error", rerr)
-			s.db.markDirty(false, s.name)
+			s.db.markDirty(dirtySnapshotter(s.name))
 		}
 		return nil, err
 	}
@@ -409,7 +409,7 @@ func (s *snapshotter) Commit(ctx context.Context, name, key string, opts ...snap
 	}
 	committed := snapshotRecord{bkey: nameKey, parent: active.parent, kind: snapshots.KindCommitted, labels: cloneLabels(base.Labels)}
 	if err := s.recordCommitted(ctx, ns, name, key, active.bkey, committed); err != nil {
-		s.db.markDirty(false, s.name) // the backing snapshot has no record
+		s.db.markDirty(dirtySnapshotter(s.name)) // the backing snapshot has no record
 		return err
 	}
 	return nil
@@ -504,7 +504,7 @@ func (s *snapshotter) Remove(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	s.db.markDirty(false, s.name)
+	s.db.markDirty(dirtySnapshotter(s.name))
 	return nil
 }
 

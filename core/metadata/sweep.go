@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/berthd/berth/core/content"
@@ -44,6 +45,75 @@ func (cs *contentStore) sweep(ctx context.Context) (backendResult, error) {
 	dropped, err := cs.db.dropRecords(func(tx *bolt.Tx) ([]gc.Node, error) { return dropBlobRecords(tx, missing) })
 	r.dropped = dropped
 	return r, errors.Join(errIngests, err)
+}
+
+// sweepCandidates removes from the backing content store the blobs and
+// ingests among the candidates that no namespace records any more: the
+// collection after a deletion costs what was deleted, not a walk of the
+// whole store.
+func (cs *contentStore) sweepCandidates(ctx context.Context, blobs map[digest.Digest]bool, brefs map[string]bool) (backendResult, error) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	var r backendResult
+	if err := cs.db.View(func(tx *bolt.Tx) error { return stillRecorded(tx, blobs, brefs) }); err != nil {
+		return r, fmt.Errorf("garbage collection: read content records: %w", err)
+	}
+	var errs []error
+	for d := range blobs {
+		info, err := cs.backend.Info(ctx, d)
+		if errdefs.IsNotFound(err) {
+			continue
+		}
+		if err == nil {
+			err = cs.backend.Delete(ctx, d)
+		}
+		if err != nil && !errdefs.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("garbage collection: delete blob %s: %w", d, err))
+			continue
+		}
+		r.blobs = append(r.blobs, d)
+		r.reclaimed += info.Size
+	}
+	for bref := range brefs {
+		st, err := cs.backend.Status(ctx, bref)
+		if errdefs.IsNotFound(err) {
+			continue
+		}
+		if err == nil {
+			err = cs.backend.Abort(ctx, bref)
+		}
+		if err != nil && !errdefs.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("garbage collection: abort ingest %q: %w", bref, err))
+			continue
+		}
+		r.ingests = append(r.ingests, bref)
+		r.reclaimed += st.Offset
+	}
+	return r, errors.Join(errs...)
+}
+
+// stillRecorded removes from the candidate sets what some namespace still
+// records.
+func stillRecorded(tx *bolt.Tx, blobs map[digest.Digest]bool, brefs map[string]bool) error {
+	return eachNamespace(tx, func(ns string, nb *bolt.Bucket) error {
+		if b := nb.Bucket(bucketContent); b != nil {
+			for d := range blobs {
+				if b.Get([]byte(d)) != nil {
+					delete(blobs, d)
+				}
+			}
+		}
+		b := nb.Bucket(bucketIngests)
+		if b == nil || len(brefs) == 0 {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			if rec, err := decodeIngest(string(k), v); err == nil {
+				delete(brefs, rec.bref)
+			}
+			return nil
+		})
+	})
 }
 
 // referenced returns the digests any namespace records and the backing
