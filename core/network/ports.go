@@ -246,3 +246,26 @@ func parsePort(s, what string, zeroOK bool) (uint16, error) {
 	}
 	return uint16(n), nil
 }
+
+// ValidatePorts checks mappings built by a caller rather than parsed:
+// protocols, container ports, host ranges, and that no host port is
+// claimed twice.
+func ValidatePorts(ms []PortMapping) error {
+	for _, m := range ms {
+		switch m.Protocol {
+		case "tcp", "udp", "sctp":
+		default:
+			return fmt.Errorf("port %s: protocol %q is not tcp, udp or sctp: %w", m, m.Protocol, errdefs.ErrInvalidArgument)
+		}
+		if m.ContainerPort == 0 {
+			return fmt.Errorf("port %s: container port must not be 0: %w", m, errdefs.ErrInvalidArgument)
+		}
+		if m.HostPortEnd != 0 && m.HostPortEnd < m.HostPort {
+			return fmt.Errorf("port %s: host range ends before it starts: %w", m, errdefs.ErrInvalidArgument)
+		}
+		if m.HostIP.Zone() != "" {
+			return fmt.Errorf("port %s: host address must not have a zone: %w", m, errdefs.ErrInvalidArgument)
+		}
+	}
+	return checkDuplicates(ms)
+}

@@ -1,0 +1,247 @@
+package cni
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os/exec"
+	"strings"
+	"sync"
+
+	"github.com/berthd/berth/core/network"
+)
+
+// berth's filter rules for its bridge networks. The CNI firewall plugin
+// is not used: it accepts everything from a container at the top of
+// FORWARD, which would let containers reach other networks. Instead:
+//
+//	FORWARD -> BERTH-FORWARD                      (shared, never removed, like
+//	                                               portmap's CNI-HOSTPORT-* chains)
+//	BERTH-FORWARD:
+//	  -o <bridge> -j BERTH-<hash>                 inserted first: inbound checks
+//	  ...                                          run before any outbound accept
+//	  -i <bridge> -j ACCEPT (or DROP if internal) appended: outbound
+//	BERTH-<hash>:
+//	  -i <bridge> -j ACCEPT                       within the network
+//	  -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+//	  -m conntrack --ctstate DNAT -j ACCEPT       published ports
+//	  -j DROP                                     other networks, the outside
+//
+// A network's rules exist while it has attachments.
+const forwardChain = "BERTH-FORWARD"
+
+// iptablesMu serialises berth's own rule changes within this process (the
+// shared chain's creation in particular).
+var iptablesMu sync.Mutex
+
+func iptables(args ...string) (string, error) {
+	cmd := exec.Command("iptables", append([]string{"-w", "10"}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("iptables %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
+	}
+	return out.String(), nil
+}
+
+// exists runs an iptables check (-C) and reports whether the rule exists.
+func exists(args ...string) bool {
+	_, err := iptables(append([]string{"-C"}, args...)...)
+	return err == nil
+}
+
+func networkChain(bridge string) string {
+	sum := sha256.Sum256([]byte(bridge))
+	return "BERTH-" + hex.EncodeToString(sum[:])[:12]
+}
+
+// ensureChain creates chain in the filter table unless it exists.
+func ensureChain(chain string) error {
+	if _, err := iptables("-S", chain); err == nil {
+		return nil
+	}
+	if _, err := iptables("-N", chain); err != nil && !strings.Contains(err.Error(), "already exists") {
+		return err
+	}
+	return nil
+}
+
+func ensureForwardChain() error {
+	if err := ensureChain(forwardChain); err != nil {
+		return err
+	}
+	if !exists("FORWARD", "-j", forwardChain) {
+		if _, err := iptables("-I", "FORWARD", "1", "-j", forwardChain); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func outboundVerdict(n *network.Network) string {
+	if n.Internal {
+		return "DROP"
+	}
+	return "ACCEPT"
+}
+
+// ensureRules installs n's rules; it is idempotent and repairs partial
+// rule sets.
+func ensureRules(n *network.Network) error {
+	iptablesMu.Lock()
+	defer iptablesMu.Unlock()
+	if err := ensureForwardChain(); err != nil {
+		return err
+	}
+	chain := networkChain(n.Bridge)
+	if err := ensureChain(chain); err != nil {
+		return err
+	}
+	if _, err := iptables("-F", chain); err != nil {
+		return err
+	}
+	rules := [][]string{{"-i", n.Bridge, "-j", "ACCEPT"}}
+	if !n.Internal {
+		rules = append(rules,
+			[]string{"-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"},
+			[]string{"-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"})
+	}
+	rules = append(rules, []string{"-j", "DROP"})
+	for _, r := range rules {
+		if _, err := iptables(append([]string{"-A", chain}, r...)...); err != nil {
+			return err
+		}
+	}
+	in := []string{forwardChain, "-o", n.Bridge, "-j", chain}
+	if !exists(in...) {
+		if _, err := iptables(append([]string{"-I", in[0], "1"}, in[1:]...)...); err != nil {
+			return err
+		}
+	}
+	// A flip of the internal flag (a file edited by hand) leaves the other
+	// verdict behind; remove it.
+	for _, v := range []string{"ACCEPT", "DROP"} {
+		out := []string{forwardChain, "-i", n.Bridge, "-j", v}
+		has := exists(out...)
+		switch {
+		case v == outboundVerdict(n) && !has:
+			if _, err := iptables(append([]string{"-A"}, out...)...); err != nil {
+				return err
+			}
+		case v != outboundVerdict(n) && has:
+			iptables(append([]string{"-D"}, out...)...)
+		}
+	}
+	return nil
+}
+
+// removeRules deletes n's rules; missing ones are not an error.
+func removeRules(n *network.Network) error {
+	iptablesMu.Lock()
+	defer iptablesMu.Unlock()
+	chain := networkChain(n.Bridge)
+	for _, r := range [][]string{
+		{forwardChain, "-o", n.Bridge, "-j", chain},
+		{forwardChain, "-i", n.Bridge, "-j", "ACCEPT"},
+		{forwardChain, "-i", n.Bridge, "-j", "DROP"},
+	} {
+		for exists(r...) {
+			if _, err := iptables(append([]string{"-D"}, r...)...); err != nil {
+				return err
+			}
+		}
+	}
+	if _, err := iptables("-S", chain); err != nil {
+		return nil
+	}
+	if _, err := iptables("-F", chain); err != nil {
+		return err
+	}
+	_, err := iptables("-X", chain)
+	return err
+}
+
+// sweepNAT removes nat rules the CNI plugins tagged with cniID (the
+// bridge plugin's masquerade rule, portmap's DNAT jump) and the chains
+// they jumped to. DEL removes them itself, except when the namespace is
+// already gone: the bridge plugin then cannot learn the addresses its
+// masquerade rule matched and leaves it behind.
+func sweepNAT(cniID string) error {
+	iptablesMu.Lock()
+	defer iptablesMu.Unlock()
+	out, err := iptables("-t", "nat", "-S")
+	if err != nil {
+		return err
+	}
+	tag := fmt.Sprintf(`id: \"%s\"`, cniID)
+	var chains []string
+	for _, line := range strings.Split(out, "\n") {
+		if !strings.HasPrefix(line, "-A ") || !strings.Contains(line, tag) {
+			continue
+		}
+		args, err := splitRule(line)
+		if err != nil {
+			return err
+		}
+		args[0] = "-D"
+		if _, err := iptables(append([]string{"-t", "nat"}, args...)...); err != nil {
+			return err
+		}
+		for i := range args {
+			if args[i] == "-j" && i+1 < len(args) && strings.HasPrefix(args[i+1], "CNI-") && !strings.HasPrefix(args[i+1], "CNI-HOSTPORT-") {
+				chains = append(chains, args[i+1])
+			}
+		}
+	}
+	for _, c := range chains {
+		iptables("-t", "nat", "-F", c)
+		iptables("-t", "nat", "-X", c)
+	}
+	return nil
+}
+
+// splitRule splits one line of iptables -S output into arguments,
+// undoing its double quotes and backslash escapes.
+func splitRule(line string) ([]string, error) {
+	var args []string
+	var cur strings.Builder
+	inWord, quoted := false, false
+	for i := 0; i < len(line); i++ {
+		c := line[i]
+		switch {
+		case quoted && c == '\\' && i+1 < len(line):
+			i++
+			cur.WriteByte(line[i])
+		case c == '"':
+			quoted = !quoted
+			inWord = true
+		case c == ' ' && !quoted:
+			if inWord {
+				args = append(args, cur.String())
+				cur.Reset()
+				inWord = false
+			}
+		default:
+			cur.WriteByte(c)
+			inWord = true
+		}
+	}
+	if quoted {
+		return nil, fmt.Errorf("unbalanced quotes in iptables rule %q", line)
+	}
+	if inWord {
+		args = append(args, cur.String())
+	}
+	return args, nil
+}
+
+// deleteLink removes a host interface (a network's bridge); a missing one
+// is not an error.
+func deleteLink(name string) error {
+	out, err := exec.Command("ip", "link", "delete", "dev", name).CombinedOutput()
+	if err != nil && !strings.Contains(string(out), "Cannot find device") && !strings.Contains(string(out), "does not exist") {
+		return fmt.Errorf("delete interface %s: %v: %s", name, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
