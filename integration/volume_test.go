@@ -170,7 +170,7 @@ func TestVolumeBadInput(t *testing.T) {
 		{[]string{"volume", "create", ".."}, 1, `volume name ".." is invalid: it starts with '.' instead of a letter or digit`},
 		{[]string{"volume", "create", "a"}, 1, `volume name "a" is invalid: it is shorter than two characters`},
 		{[]string{"volume", "create", "sp ace"}, 1, `volume name "sp ace" is invalid: it contains ' '`},
-		{[]string{"volume", "create", "taken"}, 1, `volume "taken": already exists`},
+		{[]string{"volume", "create", "--driver", "other", "taken"}, 1, `volume "taken" already exists with driver "local", not "other"`},
 		{[]string{"volume", "create", "--driver", "nfs", "v1"}, 1, `volume driver "nfs" is not available (available: local)`},
 		{[]string{"volume", "create", "-o", "type=none", "-o", "o=bind", "-o", "device=" + missing, "v2"}, 1, "bind source path does not exist: " + missing},
 		{[]string{"volume", "create", "-o", "size=1g", "v3"}, 1, `volume option "size" is not known to the local driver (type, device, o)`},
@@ -192,6 +192,13 @@ func TestVolumeBadInput(t *testing.T) {
 	}
 	if got := volumeNames(volumesOf(t, d)); !slices.Equal(got, []string{"taken"}) {
 		t.Errorf("bad input changed the volumes: %v", got)
+	}
+	// As in docker, creating an existing volume again returns it unchanged.
+	if out := d.MustBerth("volume", "create", "taken", "--label", "new=1"); out != "taken\n" {
+		t.Errorf("creating an existing volume printed %q", out)
+	}
+	if got := volumesOf(t, d); len(got) != 1 || len(got[0].Labels) != 0 {
+		t.Errorf("creating an existing volume changed it: %+v", got)
 	}
 	entries, _ := os.ReadDir(filepath.Join(d.Root, "io.berth.volume.v1.local", "default"))
 	if len(entries) != 1 || entries[0].Name() != "taken" {

@@ -2,11 +2,14 @@ package cli
 
 import (
 	"bufio"
+	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"text/template"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/spf13/cobra"
 
 	volumesapi "github.com/berthd/berth/proto/berth/volumes/v1"
@@ -99,6 +102,9 @@ func volumeCreateCommand(g *globals, client volumesClientFunc) *cobra.Command {
 				req.Name = args[0]
 			}
 			resp, err := vc.Create(ctx, req)
+			if errors.Is(err, errdefs.ErrAlreadyExists) {
+				resp, err = existingVolume(ctx, vc, req, err)
+			}
 			if err != nil {
 				return err
 			}
@@ -115,6 +121,20 @@ func volumeCreateCommand(g *globals, client volumesClientFunc) *cobra.Command {
 	fl.StringArrayVarP(&opts, "opt", "o", nil, "driver option (K=V), repeatable: type=tmpfs, device=tmpfs, o=size=64m, or type=none, o=bind, device=/path")
 	fl.StringVar(&format, "format", "", "print the volume as json or through a Go template instead of its name")
 	return cmd
+}
+
+// existingVolume makes create idempotent as docker's is: creating a
+// volume that exists with the same driver returns it (its labels and
+// options stay as they are); with another driver it is an error.
+func existingVolume(ctx context.Context, vc volumesapi.VolumesClient, req *volumesapi.CreateVolumeRequest, exists error) (*volumesapi.CreateVolumeResponse, error) {
+	got, err := vc.Get(ctx, &volumesapi.GetVolumeRequest{Name: req.Name})
+	if err != nil {
+		return nil, exists
+	}
+	if got.Volume.Driver != req.Driver {
+		return nil, fmt.Errorf("volume %q already exists with driver %q, not %q: %w", req.Name, got.Volume.Driver, req.Driver, errdefs.ErrAlreadyExists)
+	}
+	return &volumesapi.CreateVolumeResponse{Volume: got.Volume}, nil
 }
 
 // parseDriverOptions turns ["k=v"] into a map; unlike labels a value is required.
