@@ -9,15 +9,16 @@
 //  1. At create: parse the flags (ParseVolume, ParseMount, ParseTmpfs),
 //     add InheritMounts of every --volumes-from container and
 //     ImageVolumes of the image, and Combine them. For each volume mount
-//     call volumes.Store.Acquire (it creates named volumes on first use
-//     and anonymous ones for an empty Source) and store the volume's name
-//     in Source; check every bind with ResolveBindSource and store
+//     call volumes.Store.Acquire with volumes.Spec{Name: Source, Driver,
+//     Options: DriverOptions, Labels} (it creates named volumes on first
+//     use and an anonymous one for an empty Source) and store the volume's
+//     name in Source; check every bind with ResolveBindSource and store
 //     BindSource.Path in Source, so the container keeps the path that was
 //     checked, not one a later symlink could redirect.
 //  2. At start, with the rootfs mounted: for each volume mount call
 //     volumes.Store.Mount for its host path and, unless NoCopy,
 //     volumes.CopyUp. Resolve every destination with ResolveDestination
-//     and build the runtime-spec mount with SpecMount(source, resolved).
+//     (ResolveFileDestination for a bind of a file) and build the runtime-spec mount with SpecMount(source, resolved).
 //     runc resolves destinations inside the rootfs by itself, but an image
 //     symlink such as /data -> /etc would then be followed at mount time;
 //     passing the already-resolved destination (whose mount point berth
