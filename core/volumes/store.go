@@ -373,6 +373,12 @@ func (s *Store) Mount(ctx context.Context, name, containerID string) (string, er
 // name; the driver unmounts it once no container has it mounted. A volume
 // that no longer exists is not an error.
 func (s *Store) Unmount(ctx context.Context, name, containerID string) error {
+	return s.onExisting(ctx, name, func(v Volume) error { return s.unmount(ctx, v, containerID) })
+}
+
+// onExisting runs fn on volume name under the volume's lock; a volume that
+// does not exist (removed by force meanwhile) is not an error.
+func (s *Store) onExisting(ctx context.Context, name string, fn func(Volume) error) error {
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
 		return err
@@ -385,7 +391,7 @@ func (s *Store) Unmount(ctx context.Context, name, containerID string) error {
 	if err != nil {
 		return err
 	}
-	return s.unmount(ctx, v, containerID)
+	return fn(v)
 }
 
 // unmount drops containerID from v's mounted users, unmounting the data
@@ -411,28 +417,19 @@ func (s *Store) unmount(ctx context.Context, v Volume, containerID string) error
 // being removed). With removeAnonymous an anonymous volume left without
 // users is removed too. A volume that no longer exists is not an error.
 func (s *Store) Release(ctx context.Context, name, containerID string, removeAnonymous bool) error {
-	ns, err := namespaces.NamespaceRequired(ctx)
-	if err != nil {
-		return err
-	}
-	defer s.lock(ns, name)()
-	v, err := s.get(ns, name)
-	if errors.Is(err, errdefs.ErrNotFound) {
+	return s.onExisting(ctx, name, func(v Volume) error {
+		if err := s.unmount(ctx, v, containerID); err != nil {
+			return err
+		}
+		v, err := s.update(v.Namespace, v.Name, func(v *Volume) { v.Users = removeID(v.Users, containerID) })
+		if err != nil {
+			return err
+		}
+		if removeAnonymous && v.Anonymous && len(v.Users) == 0 {
+			return s.remove(ctx, v)
+		}
 		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if err := s.unmount(ctx, v, containerID); err != nil {
-		return err
-	}
-	if v, err = s.update(ns, name, func(v *Volume) { v.Users = removeID(v.Users, containerID) }); err != nil {
-		return err
-	}
-	if removeAnonymous && v.Anonymous && len(v.Users) == 0 {
-		return s.remove(ctx, v)
-	}
-	return nil
+	})
 }
 
 // ReleaseAll releases every volume container containerID uses, as Release
