@@ -166,8 +166,8 @@ func (m *DB) Init(ctx context.Context, cs content.Store, snapshotters map[string
 		b.content = newContentStore(m, cs)
 	}
 	for name, sn := range snapshotters {
-		if name == "" || strings.ContainsAny(name, "/.") || sn == nil {
-			return fmt.Errorf("snapshotter name %q: must be non-empty without '/' or '.', with a snapshotter: %w", name, errdefs.ErrInvalidArgument)
+		if name == "" || strings.Contains(name, "/") || sn == nil {
+			return fmt.Errorf("snapshotter %q: the name must be non-empty without '/', the snapshotter non-nil: %w", name, errdefs.ErrInvalidArgument)
 		}
 		b.snapshotters[name] = newSnapshotter(m, name, sn)
 	}

@@ -109,11 +109,9 @@ func (v *gcView) readLabels(ns string, raw []byte) error {
 			v.expire = string(val)
 			return
 		}
-		ref, ok, root := labelRef(ns, key, string(val))
+		var root bool
+		v.refs, root = appendLabelRefs(v.refs, ns, key, string(val))
 		v.root = v.root || root
-		if ok {
-			v.refs = append(v.refs, ref)
-		}
 	})
 }
 
@@ -284,33 +282,40 @@ func (g *gcGraph) expired(v string) bool {
 // marks its object a root.
 func labelRefs(ns string, labels map[string]string) (refs []gc.Node, root bool) {
 	for k, v := range labels {
-		ref, ok, isRoot := labelRef(ns, k, v)
+		var isRoot bool
+		refs, isRoot = appendLabelRefs(refs, ns, k, v)
 		root = root || isRoot
-		if ok {
-			refs = append(refs, ref)
-		}
 	}
 	return refs, root
 }
 
-// labelRef interprets one label: a reference to a blob or a snapshot, or
-// the root mark.
-func labelRef(ns, k, v string) (ref gc.Node, ok, root bool) {
+// appendLabelRefs interprets one label: references to a blob or a
+// snapshot are appended to refs; the root mark is reported. A snapshot
+// reference's snapshotter name ends at a '/' (containerd's convention for
+// naming several references) or, failing a snapshotter by the longer name,
+// at a '.': both readings are emitted, since a reference to a snapshotter
+// that does not exist reaches nothing.
+func appendLabelRefs(refs []gc.Node, ns, k, v string) ([]gc.Node, bool) {
 	switch {
 	case k == labelGCRoot:
-		return gc.Node{}, false, true
+		return refs, true
+	case v == "":
+		return refs, false
 	case isContentRef(k):
 		// Not validated: a value that is no digest names no record, and
 		// validating costs a regular expression per label.
-		return node(gc.ResourceContent, ns, v), v != "", false
+		return append(refs, node(gc.ResourceContent, ns, v)), false
 	case strings.HasPrefix(k, labelGCRefSnapshot):
-		name := strings.TrimPrefix(k, labelGCRefSnapshot)
-		if i := strings.IndexAny(name, "./"); i >= 0 {
-			name = name[:i]
+		name, _, _ := strings.Cut(strings.TrimPrefix(k, labelGCRefSnapshot), "/")
+		if name == "" {
+			return refs, false
 		}
-		return node(gc.ResourceSnapshot, ns, name+"/"+v), name != "" && v != "", false
+		refs = append(refs, node(gc.ResourceSnapshot, ns, name+"/"+v))
+		if short, _, dotted := strings.Cut(name, "."); dotted && short != "" {
+			refs = append(refs, node(gc.ResourceSnapshot, ns, short+"/"+v))
+		}
 	}
-	return gc.Node{}, false, false
+	return refs, false
 }
 
 func isContentRef(k string) bool {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"github.com/berthd/berth/core/images"
 	"github.com/berthd/berth/core/leases"
 	"github.com/berthd/berth/core/snapshots"
+	"github.com/berthd/berth/snapshotters/native"
 )
 
 // graphFixture is a namespace holding everything a collection must keep
@@ -468,5 +470,61 @@ func TestDiskUsage(t *testing.T) {
 	}
 	if sums, _, _ := e.db.DiskUsage(ctx, "other", false); sums[1].Total != 0 {
 		t.Errorf("usage of an empty namespace %+v", sums)
+	}
+}
+
+func TestLabelReferences(t *testing.T) {
+	d := "sha256:" + strings.Repeat("a", 64)
+	refs, root := labelRefs("ns", map[string]string{
+		"containerd.io/gc.ref.content":                d,
+		"containerd.io/gc.ref.content.config":         d + "1",
+		"containerd.io/gc.ref.content/m":              d + "2",
+		"containerd.io/gc.ref.contentious":            d + "3",
+		"containerd.io/gc.ref.snapshot.native":        "k1",
+		"containerd.io/gc.ref.snapshot.overlayfs.l.0": "k2",
+		"containerd.io/gc.ref.snapshot.native/rw":     "k3",
+		"containerd.io/gc.ref.snapshot.":              "k4",
+		"containerd.io/gc.ref.content.empty":          "",
+		"containerd.io/gc.root":                       "",
+		"unrelated":                                   d + "4",
+	})
+	var got []string
+	for _, r := range refs {
+		got = append(got, r.Type.String()+":"+r.Key)
+	}
+	slices.Sort(got)
+	want := []string{
+		"content:" + d, "content:" + d + "1", "content:" + d + "2",
+		"snapshot:native/k1", "snapshot:native/k3",
+		"snapshot:overlayfs.l.0/k2", "snapshot:overlayfs/k2",
+	}
+	if !root || !reflect.DeepEqual(got, want) {
+		t.Errorf("refs %q root %v; want %q and root", got, root, want)
+	}
+}
+
+func TestInitRules(t *testing.T) {
+	db := openTest(t)
+	if db.ContentStore() != nil || db.Snapshotter("native") != nil || len(db.Snapshotters()) != 0 {
+		t.Error("stores before Init")
+	}
+	sn, err := native.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sn.Close()
+	err = db.Init(context.Background(), nil, map[string]snapshots.Snapshotter{"a/b": sn})
+	wantErr(t, "snapshotter name with a slash", err, errdefs.ErrInvalidArgument)
+	if err := db.Init(context.Background(), nil, map[string]snapshots.Snapshotter{"my.snap": sn}); err != nil {
+		t.Fatal(err)
+	}
+	if db.ContentStore() != nil || db.Snapshotter("my.snap") == nil {
+		t.Error("stores after Init without content")
+	}
+	err = db.Init(context.Background(), nil, nil)
+	wantErr(t, "second Init", err, errdefs.ErrFailedPrecondition)
+	// Collections work without a content store.
+	if _, err := db.GarbageCollect(context.Background()); err != nil {
+		t.Error(err)
 	}
 }
