@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -23,8 +24,8 @@ import (
 	"time"
 
 	_ "github.com/containerd/containerd/api/events"
-	eventsapi "github.com/containerd/containerd/api/services/ttrpc/events/v1"
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
+	eventsapi "github.com/containerd/containerd/api/services/ttrpc/events/v1"
 	apitypes "github.com/containerd/containerd/api/types"
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/ttrpc"
@@ -483,7 +484,8 @@ func (c *container) delete(execID string) *taskapi.DeleteResponse {
 func (c *container) shutdown() {
 	t := c.h.t
 	t.Helper()
-	if _, err := c.shim.task.Shutdown(ctx(t), &taskapi.ShutdownRequest{ID: c.id}); err != nil {
+	// Like containerd, accept the connection closing under the reply.
+	if _, err := c.shim.task.Shutdown(ctx(t), &taskapi.ShutdownRequest{ID: c.id}); err != nil && !errors.Is(err, ttrpc.ErrClosed) {
 		t.Fatalf("shutdown: %v", err)
 	}
 	waitGone(t, c.shim.pid)

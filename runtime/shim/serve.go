@@ -30,6 +30,7 @@ const (
 )
 
 const (
+	shutdownReplyGrace    = 100 * time.Millisecond
 	serverShutdownTimeout = 2 * time.Second
 	eventFlushTimeout     = 5 * time.Second
 )
@@ -100,7 +101,10 @@ func serveTasks(f *flags, ready *os.File) error {
 		RuntimeRoot: DefaultRuntimeRoot(f.address),
 		Publisher:   pub,
 		Reaper:      r,
-		Shutdown:    requestStop,
+		// The reply to Shutdown must leave before the server closes its
+		// connections; ttrpc may count a connection idle while the reply
+		// is being written.
+		Shutdown: func() { time.AfterFunc(shutdownReplyGrace, requestStop) },
 	})
 	trimmer := newIdleTrimmer()
 	server, err := ttrpc.NewServer(

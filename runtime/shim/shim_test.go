@@ -158,9 +158,22 @@ func TestInitExitWaitsForExecs(t *testing.T) {
 	if status := c.wait("long"); status != 137 {
 		t.Fatalf("exec status %d, want 137 (killed with the container)", status)
 	}
-	ex := exits(h.events.eventsFor(t, c.id))
+	ex := waitExits(t, h, c.id, 2)
 	if len(ex) != 2 || ex[0].ID != "long" || ex[1].ID != c.id {
 		t.Fatalf("exit events %v: want the exec's exit before init's", ex)
+	}
+}
+
+// waitExits waits until n exit events of container id arrived.
+func waitExits(t *testing.T, h *harness, id string, n int) []*events.TaskExit {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ex := exits(h.events.eventsFor(t, id))
+		if len(ex) >= n || time.Now().After(deadline) {
+			return ex
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -732,4 +745,95 @@ func wantCode(err error, is func(error) bool) error {
 		return err
 	}
 	return nil
+}
+
+func TestGroupSharesShim(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	a := h.newContainer("groupa", []string{"sleep", "60"}, nil)
+	b := h.newContainer("groupb", []string{"sh", "-c", "exit 4"}, func(s *specs.Spec) {
+		s.Annotations = map[string]string{"io.containerd.runc.v2.group": a.id}
+	})
+	a.opts.Root, b.opts.Root = "", ""
+	sa := a.startShim()
+	// b's group is a: its start command finds a's shim.
+	cmd := exec.Command(shimBinary, b.shimArgs("start")...)
+	cmd.Dir = b.bundle
+	cmd.Env = b.shimEnv()
+	out, err := cmd.Output()
+	if err != nil || string(out) != sa.address {
+		t.Fatalf("start of b: %q %v, want a's address %s", out, err, sa.address)
+	}
+	b.shim = b.connect(string(out))
+	if b.shim.pid != sa.pid {
+		t.Fatalf("b's shim.pid %d, want a's shim %d", b.shim.pid, sa.pid)
+	}
+	a.create("", "", "", false)
+	a.start("")
+	b.create("", "", "", false)
+	b.start("")
+	if status := b.wait(""); status != 4 {
+		t.Fatalf("b exit status %d", status)
+	}
+	b.delete("")
+	// a still runs in the shim: Shutdown must not end it.
+	if _, err := b.shim.task.Shutdown(ctx(t), &taskapi.ShutdownRequest{ID: b.id}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := a.shim.task.State(ctx(t), &taskapi.StateRequest{ID: a.id})
+	if err != nil || st.Status != task.Status_RUNNING {
+		t.Fatalf("a after b's shutdown: %v %v", st, err)
+	}
+	kill(t, a, "", 9, false)
+	a.wait("")
+	a.delete("")
+	a.shutdown()
+}
+
+func TestStartReadsOptionsOnStdin(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	if data, _ := os.ReadFile("/sys/fs/cgroup/memory/cgroup.procs"); len(data) == 0 {
+		skipOrFail(t, "needs the cgroup v1 memory controller at /sys/fs/cgroup/memory")
+	}
+	c := h.newContainer("stdin", []string{"true"}, nil)
+	group := "berth-shimtest-shim-" + c.id
+	dir := filepath.Join("/sys/fs/cgroup/memory", group)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := proto.Marshal(&anypb.Any{TypeUrl: "containerd.runc.v1.Options", Value: mustMarshal(t, &options.Options{ShimCgroup: "/" + group})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(shimBinary, c.shimArgs("start")...)
+	cmd.Dir = c.bundle
+	cmd.Env = c.shimEnv()
+	cmd.Stdin = strings.NewReader(string(opts))
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.shim = c.connect(string(out))
+	t.Cleanup(func() {
+		if alive(c.shim.pid) {
+			syscall.Kill(c.shim.pid, syscall.SIGKILL)
+			waitGone(t, c.shim.pid)
+		}
+		os.Remove(dir)
+	})
+	procs, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if err != nil || strings.TrimSpace(string(procs)) != strconv.Itoa(c.shim.pid) {
+		t.Fatalf("shim cgroup holds %q (%v), want the shim %d", procs, err, c.shim.pid)
+	}
+	c.shutdown()
+}
+
+func mustMarshal(t *testing.T, m proto.Message) []byte {
+	t.Helper()
+	data, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }

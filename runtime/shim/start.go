@@ -2,6 +2,7 @@ package shim
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -15,7 +16,9 @@ import (
 	"syscall"
 	"time"
 
+	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/containerd/api/types/runc/options"
+	"github.com/containerd/ttrpc"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -50,11 +53,7 @@ func start(f *flags) (err error) {
 	address := "unix://" + sock
 	l, err := listen(sock)
 	if errors.Is(err, errInUse) {
-		if err := writeFileAtomic(filepath.Join(f.bundle, AddressFile), []byte(address)); err != nil {
-			return fmt.Errorf("write address file: %w", err)
-		}
-		_, err = fmt.Fprint(os.Stdout, address)
-		return err
+		return reuse(f, sock, address)
 	}
 	if err != nil {
 		return err
@@ -92,6 +91,39 @@ func start(f *flags) (err error) {
 	}
 	_, err = fmt.Fprint(os.Stdout, address)
 	return err
+}
+
+// reuse points the bundle at the running shim of the container's group.
+func reuse(f *flags, sock, address string) error {
+	pid, err := shimPid(sock)
+	if err != nil {
+		return fmt.Errorf("ask the running shim of the group for its pid: %w", err)
+	}
+	if err := writeFileAtomic(filepath.Join(f.bundle, AddressFile), []byte(address)); err != nil {
+		return fmt.Errorf("write address file: %w", err)
+	}
+	if err := writeFileAtomic(filepath.Join(f.bundle, PidFile), []byte(strconv.Itoa(pid))); err != nil {
+		return fmt.Errorf("write pid file: %w", err)
+	}
+	_, err = fmt.Fprint(os.Stdout, address)
+	return err
+}
+
+// shimPid asks the shim serving sock for its pid.
+func shimPid(sock string) (int, error) {
+	conn, err := net.DialTimeout("unix", sock, time.Second)
+	if err != nil {
+		return 0, err
+	}
+	client := ttrpc.NewClient(conn)
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := taskapi.NewTTRPCTaskClient(client).Connect(ctx, &taskapi.ConnectRequest{})
+	if err != nil {
+		return 0, err
+	}
+	return int(resp.ShimPid), nil
 }
 
 // listen creates the shim's socket. A stale socket file (its shim died)

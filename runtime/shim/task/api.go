@@ -633,11 +633,10 @@ func (s *Service) Stats(ctx context.Context, r *taskapi.StatsRequest) (*taskapi.
 // Connect returns the shim's pid and the container's.
 func (s *Service) Connect(ctx context.Context, r *taskapi.ConnectRequest) (*taskapi.ConnectResponse, error) {
 	resp := &taskapi.ConnectResponse{ShimPid: uint32(os.Getpid())}
-	if c, p, err := s.lookup(r.ID, ""); err == nil {
+	if _, p, err := s.lookup(r.ID, ""); err == nil {
 		s.mu.Lock()
 		resp.TaskPid = uint32(p.pid)
 		s.mu.Unlock()
-		_ = c
 	}
 	return resp, nil
 }
