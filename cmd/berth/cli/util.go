@@ -1,7 +1,10 @@
 package cli
 
 import (
+	"errors"
+
 	"fmt"
+	"github.com/containerd/errdefs"
 	"sort"
 	"strings"
 )
@@ -25,3 +28,13 @@ func parseLabels(args []string) (map[string]string, error) {
 func usageError(format string, args ...any) error {
 	return &ExitError{Code: 125, Err: fmt.Errorf(format, args...)}
 }
+
+// dirOf is the folder of path, for temporary files beside it.
+func dirOf(path string) string {
+	if i := strings.LastIndexByte(path, '/'); i >= 0 {
+		return path[:i+1]
+	}
+	return "."
+}
+
+func isAlreadyExists(err error) bool { return errors.Is(err, errdefs.ErrAlreadyExists) }

@@ -360,3 +360,9 @@ func CleanupBuild() {
 		os.RemoveAll(buildDir)
 	}
 }
+
+// BerthCommand returns an unstarted berth command against this daemon, for
+// tests that need to interrupt it.
+func (d *Daemon) BerthCommand(args ...string) *exec.Cmd {
+	return exec.Command(Binary(d.t, "berth"), append([]string{"--address", d.Address}, args...)...)
+}

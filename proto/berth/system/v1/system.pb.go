@@ -733,6 +733,139 @@ func (x *DiskUsageResponse) GetItems() []*UsageItem {
 	return nil
 }
 
+type GarbageCollectRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GarbageCollectRequest) Reset() {
+	*x = GarbageCollectRequest{}
+	mi := &file_berth_system_v1_system_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GarbageCollectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GarbageCollectRequest) ProtoMessage() {}
+
+func (x *GarbageCollectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_system_v1_system_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GarbageCollectRequest.ProtoReflect.Descriptor instead.
+func (*GarbageCollectRequest) Descriptor() ([]byte, []int) {
+	return file_berth_system_v1_system_proto_rawDescGZIP(), []int{8}
+}
+
+type GarbageCollectResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Records removed because nothing reached them: "<kind> <namespace>/<id>".
+	Records []string `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	// Blobs deleted from the content store.
+	Blobs []string `protobuf:"bytes,2,rep,name=blobs,proto3" json:"blobs,omitempty"`
+	// Snapshots removed, as "<snapshotter>/<key>".
+	Snapshots []string `protobuf:"bytes,3,rep,name=snapshots,proto3" json:"snapshots,omitempty"`
+	// Unfinished uploads aborted.
+	Ingests   []string `protobuf:"bytes,4,rep,name=ingests,proto3" json:"ingests,omitempty"`
+	Reclaimed int64    `protobuf:"varint,5,opt,name=reclaimed,proto3" json:"reclaimed,omitempty"`
+	// How long metadata writers were held off, and the whole run.
+	PauseNs       int64 `protobuf:"varint,6,opt,name=pause_ns,json=pauseNs,proto3" json:"pause_ns,omitempty"`
+	ElapsedNs     int64 `protobuf:"varint,7,opt,name=elapsed_ns,json=elapsedNs,proto3" json:"elapsed_ns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GarbageCollectResponse) Reset() {
+	*x = GarbageCollectResponse{}
+	mi := &file_berth_system_v1_system_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GarbageCollectResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GarbageCollectResponse) ProtoMessage() {}
+
+func (x *GarbageCollectResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_system_v1_system_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GarbageCollectResponse.ProtoReflect.Descriptor instead.
+func (*GarbageCollectResponse) Descriptor() ([]byte, []int) {
+	return file_berth_system_v1_system_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *GarbageCollectResponse) GetRecords() []string {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *GarbageCollectResponse) GetBlobs() []string {
+	if x != nil {
+		return x.Blobs
+	}
+	return nil
+}
+
+func (x *GarbageCollectResponse) GetSnapshots() []string {
+	if x != nil {
+		return x.Snapshots
+	}
+	return nil
+}
+
+func (x *GarbageCollectResponse) GetIngests() []string {
+	if x != nil {
+		return x.Ingests
+	}
+	return nil
+}
+
+func (x *GarbageCollectResponse) GetReclaimed() int64 {
+	if x != nil {
+		return x.Reclaimed
+	}
+	return 0
+}
+
+func (x *GarbageCollectResponse) GetPauseNs() int64 {
+	if x != nil {
+		return x.PauseNs
+	}
+	return 0
+}
+
+func (x *GarbageCollectResponse) GetElapsedNs() int64 {
+	if x != nil {
+		return x.ElapsedNs
+	}
+	return 0
+}
+
 var File_berth_system_v1_system_proto protoreflect.FileDescriptor
 
 const file_berth_system_v1_system_proto_rawDesc = "" +
@@ -806,10 +939,21 @@ const file_berth_system_v1_system_proto_rawDesc = "" +
 	"\x05users\x18\x06 \x01(\x03R\x05users\"\x82\x01\n" +
 	"\x11DiskUsageResponse\x12;\n" +
 	"\tsummaries\x18\x01 \x03(\v2\x1d.berth.system.v1.UsageSummaryR\tsummaries\x120\n" +
-	"\x05items\x18\x02 \x03(\v2\x1a.berth.system.v1.UsageItemR\x05items2\xa1\x01\n" +
+	"\x05items\x18\x02 \x03(\v2\x1a.berth.system.v1.UsageItemR\x05items\"\x17\n" +
+	"\x15GarbageCollectRequest\"\xd8\x01\n" +
+	"\x16GarbageCollectResponse\x12\x18\n" +
+	"\arecords\x18\x01 \x03(\tR\arecords\x12\x14\n" +
+	"\x05blobs\x18\x02 \x03(\tR\x05blobs\x12\x1c\n" +
+	"\tsnapshots\x18\x03 \x03(\tR\tsnapshots\x12\x18\n" +
+	"\aingests\x18\x04 \x03(\tR\aingests\x12\x1c\n" +
+	"\treclaimed\x18\x05 \x01(\x03R\treclaimed\x12\x19\n" +
+	"\bpause_ns\x18\x06 \x01(\x03R\apauseNs\x12\x1d\n" +
+	"\n" +
+	"elapsed_ns\x18\a \x01(\x03R\telapsedNs2\x84\x02\n" +
 	"\x06System\x12C\n" +
 	"\x04Info\x12\x1c.berth.system.v1.InfoRequest\x1a\x1d.berth.system.v1.InfoResponse\x12R\n" +
-	"\tDiskUsage\x12!.berth.system.v1.DiskUsageRequest\x1a\".berth.system.v1.DiskUsageResponseB6Z4github.com/berthd/berth/proto/berth/system/v1;systemb\x06proto3"
+	"\tDiskUsage\x12!.berth.system.v1.DiskUsageRequest\x1a\".berth.system.v1.DiskUsageResponse\x12a\n" +
+	"\x0eGarbageCollect\x12&.berth.system.v1.GarbageCollectRequest\x1a'.berth.system.v1.GarbageCollectResponseB6Z4github.com/berthd/berth/proto/berth/system/v1;systemb\x06proto3"
 
 var (
 	file_berth_system_v1_system_proto_rawDescOnce sync.Once
@@ -823,33 +967,37 @@ func file_berth_system_v1_system_proto_rawDescGZIP() []byte {
 	return file_berth_system_v1_system_proto_rawDescData
 }
 
-var file_berth_system_v1_system_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_berth_system_v1_system_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_berth_system_v1_system_proto_goTypes = []any{
-	(*InfoRequest)(nil),           // 0: berth.system.v1.InfoRequest
-	(*PluginCounts)(nil),          // 1: berth.system.v1.PluginCounts
-	(*NamespaceCounts)(nil),       // 2: berth.system.v1.NamespaceCounts
-	(*InfoResponse)(nil),          // 3: berth.system.v1.InfoResponse
-	(*DiskUsageRequest)(nil),      // 4: berth.system.v1.DiskUsageRequest
-	(*UsageSummary)(nil),          // 5: berth.system.v1.UsageSummary
-	(*UsageItem)(nil),             // 6: berth.system.v1.UsageItem
-	(*DiskUsageResponse)(nil),     // 7: berth.system.v1.DiskUsageResponse
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(*InfoRequest)(nil),            // 0: berth.system.v1.InfoRequest
+	(*PluginCounts)(nil),           // 1: berth.system.v1.PluginCounts
+	(*NamespaceCounts)(nil),        // 2: berth.system.v1.NamespaceCounts
+	(*InfoResponse)(nil),           // 3: berth.system.v1.InfoResponse
+	(*DiskUsageRequest)(nil),       // 4: berth.system.v1.DiskUsageRequest
+	(*UsageSummary)(nil),           // 5: berth.system.v1.UsageSummary
+	(*UsageItem)(nil),              // 6: berth.system.v1.UsageItem
+	(*DiskUsageResponse)(nil),      // 7: berth.system.v1.DiskUsageResponse
+	(*GarbageCollectRequest)(nil),  // 8: berth.system.v1.GarbageCollectRequest
+	(*GarbageCollectResponse)(nil), // 9: berth.system.v1.GarbageCollectResponse
+	(*timestamppb.Timestamp)(nil),  // 10: google.protobuf.Timestamp
 }
 var file_berth_system_v1_system_proto_depIdxs = []int32{
-	1, // 0: berth.system.v1.InfoResponse.plugins:type_name -> berth.system.v1.PluginCounts
-	8, // 1: berth.system.v1.InfoResponse.started_at:type_name -> google.protobuf.Timestamp
-	2, // 2: berth.system.v1.InfoResponse.per_namespace:type_name -> berth.system.v1.NamespaceCounts
-	5, // 3: berth.system.v1.DiskUsageResponse.summaries:type_name -> berth.system.v1.UsageSummary
-	6, // 4: berth.system.v1.DiskUsageResponse.items:type_name -> berth.system.v1.UsageItem
-	0, // 5: berth.system.v1.System.Info:input_type -> berth.system.v1.InfoRequest
-	4, // 6: berth.system.v1.System.DiskUsage:input_type -> berth.system.v1.DiskUsageRequest
-	3, // 7: berth.system.v1.System.Info:output_type -> berth.system.v1.InfoResponse
-	7, // 8: berth.system.v1.System.DiskUsage:output_type -> berth.system.v1.DiskUsageResponse
-	7, // [7:9] is the sub-list for method output_type
-	5, // [5:7] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	1,  // 0: berth.system.v1.InfoResponse.plugins:type_name -> berth.system.v1.PluginCounts
+	10, // 1: berth.system.v1.InfoResponse.started_at:type_name -> google.protobuf.Timestamp
+	2,  // 2: berth.system.v1.InfoResponse.per_namespace:type_name -> berth.system.v1.NamespaceCounts
+	5,  // 3: berth.system.v1.DiskUsageResponse.summaries:type_name -> berth.system.v1.UsageSummary
+	6,  // 4: berth.system.v1.DiskUsageResponse.items:type_name -> berth.system.v1.UsageItem
+	0,  // 5: berth.system.v1.System.Info:input_type -> berth.system.v1.InfoRequest
+	4,  // 6: berth.system.v1.System.DiskUsage:input_type -> berth.system.v1.DiskUsageRequest
+	8,  // 7: berth.system.v1.System.GarbageCollect:input_type -> berth.system.v1.GarbageCollectRequest
+	3,  // 8: berth.system.v1.System.Info:output_type -> berth.system.v1.InfoResponse
+	7,  // 9: berth.system.v1.System.DiskUsage:output_type -> berth.system.v1.DiskUsageResponse
+	9,  // 10: berth.system.v1.System.GarbageCollect:output_type -> berth.system.v1.GarbageCollectResponse
+	8,  // [8:11] is the sub-list for method output_type
+	5,  // [5:8] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_berth_system_v1_system_proto_init() }
@@ -863,7 +1011,7 @@ func file_berth_system_v1_system_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_berth_system_v1_system_proto_rawDesc), len(file_berth_system_v1_system_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,8 +21,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	System_Info_FullMethodName      = "/berth.system.v1.System/Info"
-	System_DiskUsage_FullMethodName = "/berth.system.v1.System/DiskUsage"
+	System_Info_FullMethodName           = "/berth.system.v1.System/Info"
+	System_DiskUsage_FullMethodName      = "/berth.system.v1.System/DiskUsage"
+	System_GarbageCollect_FullMethodName = "/berth.system.v1.System/GarbageCollect"
 )
 
 // SystemClient is the client API for System service.
@@ -34,6 +35,9 @@ type SystemClient interface {
 	// DiskUsage reports the space used by images, containers and volumes,
 	// like `docker system df`.
 	DiskUsage(ctx context.Context, in *DiskUsageRequest, opts ...grpc.CallOption) (*DiskUsageResponse, error)
+	// GarbageCollect runs a garbage collection now and reports what it
+	// removed.
+	GarbageCollect(ctx context.Context, in *GarbageCollectRequest, opts ...grpc.CallOption) (*GarbageCollectResponse, error)
 }
 
 type systemClient struct {
@@ -64,6 +68,16 @@ func (c *systemClient) DiskUsage(ctx context.Context, in *DiskUsageRequest, opts
 	return out, nil
 }
 
+func (c *systemClient) GarbageCollect(ctx context.Context, in *GarbageCollectRequest, opts ...grpc.CallOption) (*GarbageCollectResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GarbageCollectResponse)
+	err := c.cc.Invoke(ctx, System_GarbageCollect_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SystemServer is the server API for System service.
 // All implementations must embed UnimplementedSystemServer
 // for forward compatibility.
@@ -73,6 +87,9 @@ type SystemServer interface {
 	// DiskUsage reports the space used by images, containers and volumes,
 	// like `docker system df`.
 	DiskUsage(context.Context, *DiskUsageRequest) (*DiskUsageResponse, error)
+	// GarbageCollect runs a garbage collection now and reports what it
+	// removed.
+	GarbageCollect(context.Context, *GarbageCollectRequest) (*GarbageCollectResponse, error)
 	mustEmbedUnimplementedSystemServer()
 }
 
@@ -88,6 +105,9 @@ func (UnimplementedSystemServer) Info(context.Context, *InfoRequest) (*InfoRespo
 }
 func (UnimplementedSystemServer) DiskUsage(context.Context, *DiskUsageRequest) (*DiskUsageResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DiskUsage not implemented")
+}
+func (UnimplementedSystemServer) GarbageCollect(context.Context, *GarbageCollectRequest) (*GarbageCollectResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GarbageCollect not implemented")
 }
 func (UnimplementedSystemServer) mustEmbedUnimplementedSystemServer() {}
 func (UnimplementedSystemServer) testEmbeddedByValue()                {}
@@ -146,6 +166,24 @@ func _System_DiskUsage_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _System_GarbageCollect_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GarbageCollectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SystemServer).GarbageCollect(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: System_GarbageCollect_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SystemServer).GarbageCollect(ctx, req.(*GarbageCollectRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // System_ServiceDesc is the grpc.ServiceDesc for System service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -160,6 +198,10 @@ var System_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DiskUsage",
 			Handler:    _System_DiskUsage_Handler,
+		},
+		{
+			MethodName: "GarbageCollect",
+			Handler:    _System_GarbageCollect_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
