@@ -48,24 +48,18 @@ func newSnapshotter(db *DB, name string, backend snapshots.Snapshotter) *snapsho
 	return &snapshotter{db: db, name: name, backend: backend, busy: map[string]bool{}}
 }
 
-// reserve marks keys of ns busy, reporting false (and reserving nothing)
-// when one already is.
-func (s *snapshotter) reserve(ns string, keys ...string) (release func(), ok bool) {
+// reserve marks key of ns busy, reporting false when it already is.
+func (s *snapshotter) reserve(ns, key string) (release func(), ok bool) {
+	id := ns + "\x00" + key
 	s.busyMu.Lock()
 	defer s.busyMu.Unlock()
-	for _, k := range keys {
-		if s.busy[ns+"\x00"+k] {
-			return nil, false
-		}
+	if s.busy[id] {
+		return nil, false
 	}
-	for _, k := range keys {
-		s.busy[ns+"\x00"+k] = true
-	}
+	s.busy[id] = true
 	return func() {
 		s.busyMu.Lock()
-		for _, k := range keys {
-			delete(s.busy, ns+"\x00"+k)
-		}
+		delete(s.busy, id)
 		s.busyMu.Unlock()
 	}, true
 }
@@ -395,11 +389,21 @@ func (s *snapshotter) Commit(ctx context.Context, name, key string, opts ...snap
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	release, ok := s.reserve(ns, key, name)
+	// A name being created elsewhere is taken, as for Prepare, so racing
+	// unpacks of one layer see errdefs.ErrAlreadyExists; a key being
+	// committed elsewhere cannot be committed again.
+	releaseName, ok := s.reserve(ns, name)
 	if !ok {
-		return fmt.Errorf("commit %q as %q: one of them is being created or committed: %w", key, name, errdefs.ErrFailedPrecondition)
+		return fmt.Errorf("commit %q: snapshot %q is being created: %w", key, name, errdefs.ErrAlreadyExists)
 	}
-	defer release()
+	defer releaseName()
+	if key != name {
+		releaseKey, ok := s.reserve(ns, key)
+		if !ok {
+			return fmt.Errorf("commit snapshot %q: it is being committed: %w", key, errdefs.ErrFailedPrecondition)
+		}
+		defer releaseKey()
+	}
 	active, nameKey, err := s.planCommit(ctx, ns, name, key)
 	if err != nil {
 		return err

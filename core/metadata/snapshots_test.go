@@ -3,11 +3,13 @@ package metadata
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -321,5 +323,47 @@ func TestSnapshotLabelsAndWalkFilters(t *testing.T) {
 	}
 	if u, err := e.sn().Usage(ctx, "base-1"); err != nil || u.Inodes < 1 {
 		t.Errorf("usage %+v, %v", u, err)
+	}
+}
+
+// TestConcurrentUnpacksOfOneLayer races unpackers of the same layer in one
+// namespace, each doing what containerd's unpacker does: prepare with the
+// snapshot.ref label, commit, and treat errdefs.ErrAlreadyExists as
+// success (removing its extraction key).
+func TestConcurrentUnpacksOfOneLayer(t *testing.T) {
+	e := newEnv(t, manualGC)
+	ctx, _ := e.lease(nsCtx("a"))
+	const n = 6
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			key := fmt.Sprintf("extract-%d", i)
+			lbls := snapshots.WithLabels(map[string]string{labelSnapshotRef: "layer"})
+			_, err := e.sn().Prepare(ctx, key, "", lbls)
+			if errdefs.IsAlreadyExists(err) {
+				return
+			}
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			if err := e.sn().Commit(ctx, "layer", key, lbls); errdefs.IsAlreadyExists(err) {
+				errs[i] = e.sn().Remove(ctx, key)
+			} else {
+				errs[i] = err
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	if info, err := e.sn().Stat(ctx, "layer"); err != nil || info.Kind != snapshots.KindCommitted {
+		t.Fatalf("layer: %+v, %v", info, err)
+	}
+	e.gc()
+	if got := e.backingSnapshots(); len(got) != 1 {
+		t.Errorf("backing snapshots after collection %q, want the one layer", got)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
@@ -19,17 +18,17 @@ import (
 // sweep removes from the backing content store the blobs no namespace
 // records and the ingests no namespace's ingest record names (stale ones,
 // and those a crash left behind), and drops the blob records whose blob
-// is gone. Writers wait while it runs (see contentStore.mu).
+// is gone. Commits wait while it runs (see contentStore.mu).
 func (cs *contentStore) sweep(ctx context.Context) (backendResult, error) {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	var r backendResult
-	blobs, brefs, err := cs.referenced()
+	blobs, err := cs.recordedBlobs()
 	if err != nil {
 		return r, err
 	}
 	present, errBlobs := cs.sweepBlobs(ctx, blobs, &r)
-	errIngests := cs.sweepIngests(ctx, brefs, &r)
+	errIngests := cs.sweepIngests(ctx, &r)
 	if errBlobs != nil {
 		return r, errors.Join(errBlobs, errIngests)
 	}
@@ -116,11 +115,10 @@ func stillRecorded(tx *bolt.Tx, blobs map[digest.Digest]bool, brefs map[string]b
 	})
 }
 
-// referenced returns the digests any namespace records and the backing
-// refs of every ingest record.
-func (cs *contentStore) referenced() (blobs, brefs map[string]bool, err error) {
-	blobs, brefs = map[string]bool{}, map[string]bool{}
-	err = cs.db.View(func(tx *bolt.Tx) error {
+// recordedBlobs returns the digests any namespace records.
+func (cs *contentStore) recordedBlobs() (map[string]bool, error) {
+	blobs := map[string]bool{}
+	err := cs.db.View(func(tx *bolt.Tx) error {
 		return eachNamespace(tx, func(ns string, nb *bolt.Bucket) error {
 			if b := nb.Bucket(bucketContent); b != nil {
 				b.ForEach(func(k, _ []byte) error {
@@ -128,23 +126,38 @@ func (cs *contentStore) referenced() (blobs, brefs map[string]bool, err error) {
 					return nil
 				})
 			}
-			if b := nb.Bucket(bucketIngests); b != nil {
-				return b.ForEach(func(k, v []byte) error {
-					rec, err := decodeIngest(string(k), v)
-					if err != nil {
-						return err
-					}
-					brefs[rec.bref] = true
-					return nil
-				})
-			}
 			return nil
 		})
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("garbage collection: read content records: %w", err)
+		return nil, fmt.Errorf("garbage collection: read content records: %w", err)
 	}
-	return blobs, brefs, nil
+	return blobs, nil
+}
+
+// recordedIngests returns the backing refs every ingest record names.
+func (cs *contentStore) recordedIngests() (map[string]bool, error) {
+	brefs := map[string]bool{}
+	err := cs.db.View(func(tx *bolt.Tx) error {
+		return eachNamespace(tx, func(ns string, nb *bolt.Bucket) error {
+			b := nb.Bucket(bucketIngests)
+			if b == nil {
+				return nil
+			}
+			return b.ForEach(func(k, v []byte) error {
+				rec, err := decodeIngest(string(k), v)
+				if err != nil {
+					return err
+				}
+				brefs[rec.bref] = true
+				return nil
+			})
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("garbage collection: read ingest records: %w", err)
+	}
+	return brefs, nil
 }
 
 // sweepBlobs deletes unreferenced blobs and returns the set of blobs the
@@ -174,11 +187,18 @@ func (cs *contentStore) sweepBlobs(ctx context.Context, refs map[string]bool, r 
 	return present, errors.Join(errs...)
 }
 
-// sweepIngests aborts backing ingests no record names.
-func (cs *contentStore) sweepIngests(ctx context.Context, brefs map[string]bool, r *backendResult) error {
+// sweepIngests aborts backing ingests no record names. Writers do not wait
+// for it: an ingest's record is written before its backing ingest exists,
+// so reading the records after listing the ingests sees every record a
+// listed ingest has.
+func (cs *contentStore) sweepIngests(ctx context.Context, r *backendResult) error {
 	statuses, err := cs.backend.ListStatuses(ctx)
 	if err != nil {
 		return fmt.Errorf("garbage collection: list ingests: %w", err)
+	}
+	brefs, err := cs.recordedIngests()
+	if err != nil {
+		return err
 	}
 	var errs []error
 	for _, st := range statuses {
@@ -387,9 +407,4 @@ func (s *snapshotter) dropRecords(tx *bolt.Tx, missing []string) ([]gc.Node, err
 		return nil
 	})
 	return dropped, err
-}
-
-// cutSnapshotKey splits a snapshot node key into snapshotter and key.
-func cutSnapshotKey(k string) (snapshotter, key string, ok bool) {
-	return strings.Cut(k, "/")
 }
