@@ -28,6 +28,12 @@ const (
 	// LabelFlat marks a lease that protects only the resources attached to
 	// it, not what they reference.
 	LabelFlat = "containerd.io/gc.flat"
+	// LabelTemporary marks a lease berthd takes for one of its own
+	// operations (an import, a pull). Such a lease means nothing once the
+	// berthd that took it is gone, so berthd deletes them when it starts:
+	// what a crashed operation left behind is then collected at once
+	// instead of when the lease expires.
+	LabelTemporary = "berth.io/lease.temporary"
 )
 
 // Opt configures a lease being created.
@@ -52,6 +58,11 @@ func WithLabels(labels map[string]string) Opt {
 		}
 		return nil
 	}
+}
+
+// WithTemporary marks the lease as belonging to this berthd's lifetime.
+func WithTemporary() Opt {
+	return WithLabels(map[string]string{LabelTemporary: "true"})
 }
 
 // WithExpiration sets the expiry label to now + d.

@@ -4,14 +4,21 @@
 package metadata
 
 import (
+	"context"
 	"errors"
+	"log/slog"
+
+	"github.com/containerd/errdefs"
+
 	"fmt"
 	"path/filepath"
 	"time"
 
 	"github.com/berthd/berth/core/content"
 	"github.com/berthd/berth/core/gc"
+	"github.com/berthd/berth/core/leases"
 	"github.com/berthd/berth/core/metadata"
+	"github.com/berthd/berth/core/namespaces"
 	"github.com/berthd/berth/core/snapshots"
 	"github.com/berthd/berth/plugins"
 )
@@ -67,6 +74,35 @@ func initDB(ic *plugins.InitContext) (any, error) {
 		db.Close()
 		return nil, err
 	}
+	if err := dropTemporaryLeases(ic.Context, db); err != nil {
+		db.Close()
+		return nil, err
+	}
 	ic.Meta.Exports["path"] = path
 	return db, nil
+}
+
+// dropTemporaryLeases deletes the leases a previous berthd took for its own
+// operations: those operations died with it, and what they left behind
+// should be collected now rather than when the leases expire.
+func dropTemporaryLeases(ctx context.Context, db *metadata.DB) error {
+	nss, err := db.Namespaces().List(ctx)
+	if err != nil {
+		return err
+	}
+	lm := db.Leases()
+	for _, ns := range nss {
+		nctx := namespaces.WithNamespace(ctx, ns)
+		ls, err := lm.List(nctx, fmt.Sprintf("labels.%q", leases.LabelTemporary))
+		if err != nil {
+			return fmt.Errorf("list temporary leases of %s: %w", ns, err)
+		}
+		for _, l := range ls {
+			if err := lm.Delete(nctx, l); err != nil && !errdefs.IsNotFound(err) {
+				return fmt.Errorf("delete temporary lease %s/%s: %w", ns, l.ID, err)
+			}
+			slog.Info("dropped lease of an operation interrupted by a restart", "namespace", ns, "lease", l.ID)
+		}
+	}
+	return nil
 }

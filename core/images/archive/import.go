@@ -150,7 +150,7 @@ func withTemporaryLease(ctx context.Context, lm leases.Manager) (context.Context
 	if _, ok := leases.FromContext(ctx); ok || lm == nil {
 		return ctx, func() {}, nil
 	}
-	l, err := lm.Create(ctx, leases.WithExpiration(importLeaseExpiry))
+	l, err := lm.Create(ctx, leases.WithExpiration(importLeaseExpiry), leases.WithTemporary())
 	if err != nil {
 		return nil, nil, fmt.Errorf("create import lease: %w", err)
 	}

@@ -136,8 +136,15 @@ func (p *planner) manifest(ctx context.Context, desc ocispec.Descriptor) error {
 		return missing(err, m.Config, what)
 	}
 	kept := []ocispec.Descriptor{m.Config}
+	// Only images are unpacked, so only an image's layers must be of a
+	// kind berth can apply; artifacts (attestations, signatures) keep
+	// whatever their layers are.
+	isImage := images.IsConfigType(m.Config.MediaType)
 	for i, l := range m.Layers {
 		what := fmt.Sprintf("layer %d of manifest %s", i, desc.Digest)
+		if isImage && !images.IsLayerType(l.MediaType) {
+			return badArchive("%s has unknown media type %q", what, l.MediaType)
+		}
 		ok, err := p.present(ctx, l, what)
 		if err != nil {
 			return err
