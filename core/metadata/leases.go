@@ -84,6 +84,22 @@ func (lm *leaseManager) Create(ctx context.Context, opts ...leases.Opt) (leases.
 	return l, nil
 }
 
+// isPathLeaseID accepts an absolute path as a lease id: `ctr images
+// mount` (containerd 1.6 and later) names its lease after the mount
+// target, and containerd itself accepts any lease id. Control characters
+// and spaces stay refused, and the length is bounded like a path.
+func isPathLeaseID(id string) bool {
+	if !strings.HasPrefix(id, "/") || len(id) > 4096 {
+		return false
+	}
+	for _, r := range id {
+		if r <= ' ' || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
 // randomLeaseID is 128 random bits in hex: a valid identifier.
 func randomLeaseID() string {
 	var b [16]byte
@@ -92,7 +108,7 @@ func randomLeaseID() string {
 }
 
 func validateLease(l leases.Lease) error {
-	if err := identifiers.Validate(l.ID); err != nil {
+	if err := identifiers.Validate(l.ID); err != nil && !isPathLeaseID(l.ID) {
 		return fmt.Errorf("lease id: %w", err)
 	}
 	if err := labels.ValidateAll(l.Labels); err != nil {

@@ -30,6 +30,13 @@ func TestLeaseManager(t *testing.T) {
 	wantErr(t, "duplicate lease", err, errdefs.ErrAlreadyExists)
 	_, err = lm.Create(ctx, leases.WithID("bad id"))
 	wantErr(t, "bad lease id", err, errdefs.ErrInvalidArgument)
+	_, err = lm.Create(ctx, leases.WithID("/mnt/image root"))
+	wantErr(t, "path lease id with a space", err, errdefs.ErrInvalidArgument)
+	if pathLease, err := lm.Create(ctx, leases.WithID("/tmp/mnt/target")); err != nil {
+		t.Fatalf("path lease id (ctr images mount): %v", err)
+	} else if err := lm.Delete(ctx, pathLease); err != nil {
+		t.Fatal(err)
+	}
 	_, err = lm.Create(ctx, leases.WithLabels(map[string]string{leases.LabelExpire: "tomorrow"}))
 	wantErr(t, "unreadable expiry", err, errdefs.ErrInvalidArgument)
 	_, err = lm.Create(nsCtx(""))
