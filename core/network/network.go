@@ -48,7 +48,10 @@ type Network struct {
 	Name   string `json:"name"`
 	Driver string `json:"driver"`
 	// Source is SourceBerth or the defining file's path.
-	Source   string   `json:"source"`
+	Source string `json:"source"`
+	// File is the configuration file defining the network, berth's
+	// networks included.
+	File     string   `json:"file,omitempty"`
 	Subnets  []Subnet `json:"subnets,omitempty"`
 	Internal bool     `json:"internal,omitempty"`
 	// DNS reports whether berth's resolver answers on the network's

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,6 +35,10 @@ type Daemon struct {
 	Address string
 	Config  string // path of the config file
 	LogPath string
+	// CNIConfDir is the daemon's own network configuration folder; its
+	// default network gets a bridge and subnet of its own too, so
+	// daemons never write to /etc or share a bridge.
+	CNIConfDir string
 
 	cmd  *exec.Cmd
 	done chan error
@@ -46,12 +51,19 @@ type Daemon struct {
 type Option func(*options)
 
 type options struct {
-	config string
-	args   []string
+	config  string
+	network string
+	args    []string
 }
 
 // WithConfig appends TOML to the daemon's config file.
 func WithConfig(toml string) Option { return func(o *options) { o.config += "\n" + toml + "\n" } }
+
+// WithNetworkConfig adds keys to the network plugin's section
+// ([plugins."io.berth.network.v1.cni"]), which Start always writes.
+func WithNetworkConfig(toml string) Option {
+	return func(o *options) { o.network += "\n" + toml + "\n" }
+}
 
 // WithArgs adds command-line arguments.
 func WithArgs(args ...string) Option { return func(o *options) { o.args = append(o.args, args...) } }
@@ -71,13 +83,14 @@ func Start(t testing.TB, opts ...Option) *Daemon {
 	}
 	d := &Daemon{
 		t: t, Dir: dir,
-		Root:    filepath.Join(dir, "root"),
-		State:   filepath.Join(dir, "state"),
-		Address: filepath.Join(dir, "b.sock"),
-		Config:  filepath.Join(dir, "config.toml"),
-		LogPath: filepath.Join(dir, "berthd.log"),
+		Root:       filepath.Join(dir, "root"),
+		State:      filepath.Join(dir, "state"),
+		Address:    filepath.Join(dir, "b.sock"),
+		Config:     filepath.Join(dir, "config.toml"),
+		LogPath:    filepath.Join(dir, "berthd.log"),
+		CNIConfDir: filepath.Join(dir, "cni"),
 	}
-	cfg := fmt.Sprintf("version = 1\nroot = %q\nstate = %q\n[grpc]\naddress = %q\n%s", d.Root, d.State, d.Address, o.config)
+	cfg := fmt.Sprintf("version = 1\nroot = %q\nstate = %q\n[grpc]\naddress = %q\n%s%s", d.Root, d.State, d.Address, o.config, networkSection(d.CNIConfDir, o.network))
 	if err := os.WriteFile(d.Config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -87,6 +100,14 @@ func Start(t testing.TB, opts ...Option) *Daemon {
 		t.Fatalf("start berthd: %v\n%s", err, d.Logs())
 	}
 	return d
+}
+
+// networkSection keeps a test daemon's networks to itself: its own
+// configuration folder, and a default network with a random bridge name
+// and /24 (in 10.150.0.0-10.199.255.0) instead of berth0 and 10.88.0.0/16.
+func networkSection(confDir, extra string) string {
+	return fmt.Sprintf("[plugins.\"io.berth.network.v1.cni\"]\nconf_dir = %q\ndefault_bridge = \"bt%08x\"\ndefault_subnet = \"10.%d.%d.0/24\"\n%s",
+		confDir, rand.Uint32(), 150+rand.IntN(50), rand.IntN(256), extra)
 }
 
 func (d *Daemon) start() error {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/containernetworking/cni/libcni"
+	cnitypes "github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/berthd/berth/core/identifiers"
@@ -225,7 +226,15 @@ func (m *Manager) add(rec *attachmentRecord, n *network.Network, req network.Att
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), pluginTimeout)
 	defer cancel()
-	res, err := m.cni.AddNetworkList(ctx, list, rt)
+	var res cnitypes.Result
+	err = retryBusy(func() error {
+		var err error
+		if res, err = m.cni.AddNetworkList(ctx, list, rt); err != nil && isBusy(err) {
+			// Undo the partial ADD before trying again.
+			m.cni.DelNetworkList(ctx, list, rt)
+		}
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("attach %s/%s to network %s: %w", rec.Namespace, rec.ContainerID, n.Name, err)
 	}
@@ -404,7 +413,10 @@ func (m *Manager) teardown(rec *attachmentRecord) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), pluginTimeout)
 	defer cancel()
-	if err := m.cni.DelNetworkList(ctx, list, rt); err != nil {
+	// DEL is idempotent, so a transient firewall error (see retryBusy)
+	// is retried rather than left to the caller.
+	err = retryBusy(func() error { return m.cni.DelNetworkList(ctx, list, rt) })
+	if err != nil {
 		return fmt.Errorf("detach %s/%s from network %s: %w", rec.Namespace, rec.ContainerID, rec.Network, err)
 	}
 	if nsGone {

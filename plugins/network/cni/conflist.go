@@ -201,6 +201,7 @@ func parseNetwork(data []byte, source string) (*network.Network, error) {
 	n := &network.Network{
 		Name:       list.Name,
 		Source:     source,
+		File:       source,
 		CNIVersion: list.CNIVersion,
 		Config:     data,
 	}

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/berthd/berth/core/network"
 )
@@ -43,6 +44,27 @@ func iptables(args ...string) (string, error) {
 		return out.String(), fmt.Errorf("iptables %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
 	}
 	return out.String(), nil
+}
+
+// retryBusy runs f again while it fails with EBUSY. nftables frees the
+// references of deleted rules after the transaction that deleted them
+// (in a kernel work queue), so deleting a chain right after the rules
+// that jumped to it can fail for a moment with "Device or resource
+// busy", most often while other programs change rules too.
+func retryBusy(f func() error) error {
+	var err error
+	for i, wait := 0, 20*time.Millisecond; i < 6; i, wait = i+1, wait*2 {
+		if err = f(); err == nil || !isBusy(err) {
+			return err
+		}
+		time.Sleep(wait)
+	}
+	return err
+}
+
+func isBusy(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "Device or resource busy") || strings.Contains(msg, "Resource busy")
 }
 
 // exists runs an iptables check (-C) and reports whether the rule exists.
@@ -158,8 +180,10 @@ func removeRules(n *network.Network) error {
 	if _, err := iptables("-F", chain); err != nil {
 		return err
 	}
-	_, err := iptables("-X", chain)
-	return err
+	return retryBusy(func() error {
+		_, err := iptables("-X", chain)
+		return err
+	})
 }
 
 // sweepNAT removes nat rules the CNI plugins tagged with cniID (the
@@ -196,7 +220,10 @@ func sweepNAT(cniID string) error {
 	}
 	for _, c := range chains {
 		iptables("-t", "nat", "-F", c)
-		iptables("-t", "nat", "-X", c)
+		retryBusy(func() error {
+			_, err := iptables("-t", "nat", "-X", c)
+			return err
+		})
 	}
 	return nil
 }

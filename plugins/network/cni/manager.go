@@ -90,8 +90,12 @@ func New(ctx context.Context, cfg Config, state string) (*Manager, error) {
 
 // Close stops the DNS servers and releases port reservations. Attachments
 // stay: containers keep their network while berthd is down, and the
-// records let the next berthd take them over.
+// records let the next berthd take them over. Bridges of berth's
+// networks without containers are removed (the bridge plugin makes them
+// again on the next attachment), so a stopped berthd leaves no idle
+// interfaces behind.
 func (m *Manager) Close() error {
+	m.removeIdleBridges()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for name, s := range m.servers {
@@ -105,6 +109,24 @@ func (m *Manager) Close() error {
 		delete(m.resv, k)
 	}
 	return m.store.close()
+}
+
+func (m *Manager) removeIdleBridges() {
+	nets, err := m.conf.networks()
+	if err != nil {
+		return
+	}
+	for _, n := range nets {
+		if !n.Managed() || n.Driver != network.DriverBridge || n.Bridge == "" || len(m.users(n.Name)) > 0 {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join("/sys/class/net", n.Bridge)); err != nil {
+			continue
+		}
+		if err := deleteLink(n.Bridge); err != nil {
+			slog.Warn("remove idle bridge", "network", n.Name, "bridge", n.Bridge, "error", err)
+		}
+	}
 }
 
 func (m *Manager) ipamDir() string { return filepath.Join(m.state, "ipam") }

@@ -664,3 +664,51 @@ func rulesMentioning(t testing.TB, words ...string) []string {
 }
 
 var _ = netns.IsNetNS
+
+func TestRemoveAndPruneNetworks(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	used := e.createNetwork(network.CreateRequest{})
+	idle := e.createNetwork(network.CreateRequest{})
+	e.sandbox("u")
+	e.attach(network.AttachRequest{ContainerID: "u", Network: used.Name})
+	// idle had a container once: its bridge exists.
+	e.sandbox("once")
+	e.attach(network.AttachRequest{ContainerID: "once", Network: idle.Name})
+	if err := e.m.RemoveSandbox(nsCtx(), "once"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join("/sys/class/net", idle.Bridge)); err != nil {
+		t.Fatalf("bridge of the idle network: %v", err)
+	}
+	removed, err := e.m.PruneNetworks(nsCtx())
+	if err != nil || len(removed) != 1 || removed[0] != idle.Name {
+		t.Fatalf("prune = %v, %v; want only %s", removed, err, idle.Name)
+	}
+	if _, err := os.Stat(idle.File); !os.IsNotExist(err) {
+		t.Errorf("configuration file left: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join("/sys/class/net", idle.Bridge)); !os.IsNotExist(err) {
+		t.Errorf("bridge left: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(e.m.ipamDir(), idle.Name)); !os.IsNotExist(err) {
+		t.Errorf("address data left: %v", err)
+	}
+	if _, err := e.m.Network(nsCtx(), idle.Name); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("pruned network still found: %v", err)
+	}
+	// Its subnet is free again.
+	again := e.createNetwork(network.CreateRequest{Subnet: idle.Subnets[0].Subnet.String()})
+	if err := e.m.RemoveNetwork(nsCtx(), again.ID[:12]); err != nil {
+		t.Errorf("remove by ID prefix: %v", err)
+	}
+	if err := e.m.Detach(nsCtx(), "u", used.Name); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.m.RemoveNetwork(nsCtx(), used.Name); err != nil {
+		t.Fatal(err)
+	}
+	if nets, _ := e.m.Networks(nsCtx()); len(nets) != 0 {
+		t.Errorf("networks left: %v", nets)
+	}
+}

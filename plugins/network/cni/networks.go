@@ -342,7 +342,7 @@ func (m *Manager) removeNetworkLocked(n *network.Network) error {
 	if err := os.RemoveAll(filepath.Join(m.ipamDir(), n.Name)); err != nil {
 		return fmt.Errorf("remove address leases of network %s: %w", n.Name, err)
 	}
-	if err := os.Remove(n.Source); err != nil && !os.IsNotExist(err) {
+	if err := os.Remove(n.File); err != nil && !os.IsNotExist(err) {
 		return fmt.Errorf("remove network %s: %w", n.Name, err)
 	}
 	slog.Info("network removed", "network", n.Name)

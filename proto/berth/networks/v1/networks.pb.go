@@ -106,7 +106,9 @@ type Network struct {
 	// ports is true when the network can publish ports.
 	Ports bool `protobuf:"varint,15,opt,name=ports,proto3" json:"ports,omitempty"`
 	// The CNI configuration list; set by Inspect only.
-	Config        []byte `protobuf:"bytes,16,opt,name=config,proto3" json:"config,omitempty"`
+	Config []byte `protobuf:"bytes,16,opt,name=config,proto3" json:"config,omitempty"`
+	// The file defining the network (for berth's networks too).
+	File          string `protobuf:"bytes,17,opt,name=file,proto3" json:"file,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -251,6 +253,13 @@ func (x *Network) GetConfig() []byte {
 		return x.Config
 	}
 	return nil
+}
+
+func (x *Network) GetFile() string {
+	if x != nil {
+		return x.File
+	}
+	return ""
 }
 
 type CreateNetworkRequest struct {
@@ -1267,7 +1276,7 @@ const file_berth_networks_v1_networks_proto_rawDesc = "" +
 	" berth/networks/v1/networks.proto\x12\x11berth.networks.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\":\n" +
 	"\x06Subnet\x12\x16\n" +
 	"\x06subnet\x18\x01 \x01(\tR\x06subnet\x12\x18\n" +
-	"\agateway\x18\x02 \x01(\tR\agateway\"\x95\x05\n" +
+	"\agateway\x18\x02 \x01(\tR\agateway\"\xa9\x05\n" +
 	"\aNetwork\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
@@ -1288,7 +1297,8 @@ const file_berth_networks_v1_networks_proto_rawDesc = "" +
 	"\vcni_version\x18\x0e \x01(\tR\n" +
 	"cniVersion\x12\x14\n" +
 	"\x05ports\x18\x0f \x01(\bR\x05ports\x12\x16\n" +
-	"\x06config\x18\x10 \x01(\fR\x06config\x1a9\n" +
+	"\x06config\x18\x10 \x01(\fR\x06config\x12\x12\n" +
+	"\x04file\x18\x11 \x01(\tR\x04file\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a:\n" +
