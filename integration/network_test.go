@@ -53,7 +53,7 @@ type cliNetwork struct {
 	// Inspect only.
 	Containers []struct {
 		Namespace, ID, Name, Interface string
-		Addresses, Ports                []string
+		Addresses, Ports               []string
 	}
 }
 
@@ -343,4 +343,3 @@ func get(url string) (string, error) {
 	b, err := io.ReadAll(resp.Body)
 	return string(b), err
 }
-
