@@ -84,12 +84,13 @@ func (lm *leaseManager) Create(ctx context.Context, opts ...leases.Opt) (leases.
 	return l, nil
 }
 
-// isPathLeaseID accepts an absolute path as a lease id: `ctr images
-// mount` (containerd 1.6 and later) names its lease after the mount
-// target, and containerd itself accepts any lease id. Control characters
-// and spaces stay refused, and the length is bounded like a path.
-func isPathLeaseID(id string) bool {
-	if !strings.HasPrefix(id, "/") || len(id) > 4096 {
+// validLeaseID accepts what containerd clients use as lease ids beyond
+// identifiers: ctr's generated ids ("<nanoseconds>-<base64url>", which
+// may hold "--" or "_-") and `ctr images mount`'s, the mount target path.
+// containerd itself accepts any id; berth refuses only empty ones, spaces
+// and control characters, and more than a path's length.
+func validLeaseID(id string) bool {
+	if id == "" || len(id) > 4096 {
 		return false
 	}
 	for _, r := range id {
@@ -108,7 +109,7 @@ func randomLeaseID() string {
 }
 
 func validateLease(l leases.Lease) error {
-	if err := identifiers.Validate(l.ID); err != nil && !isPathLeaseID(l.ID) {
+	if err := identifiers.Validate(l.ID); err != nil && !validLeaseID(l.ID) {
 		return fmt.Errorf("lease id: %w", err)
 	}
 	if err := labels.ValidateAll(l.Labels); err != nil {

@@ -32,10 +32,15 @@ func TestLeaseManager(t *testing.T) {
 	wantErr(t, "bad lease id", err, errdefs.ErrInvalidArgument)
 	_, err = lm.Create(ctx, leases.WithID("/mnt/image root"))
 	wantErr(t, "path lease id with a space", err, errdefs.ErrInvalidArgument)
-	if pathLease, err := lm.Create(ctx, leases.WithID("/tmp/mnt/target")); err != nil {
-		t.Fatalf("path lease id (ctr images mount): %v", err)
-	} else if err := lm.Delete(ctx, pathLease); err != nil {
-		t.Fatal(err)
+	for _, id := range []string{"/tmp/mnt/target", "241458695--63I", "12_-x"} {
+		// ids ctr uses: a mount target, generated ones
+		l, err := lm.Create(ctx, leases.WithID(id))
+		if err != nil {
+			t.Fatalf("lease id %q: %v", id, err)
+		}
+		if err := lm.Delete(ctx, l); err != nil {
+			t.Fatal(err)
+		}
 	}
 	_, err = lm.Create(ctx, leases.WithLabels(map[string]string{leases.LabelExpire: "tomorrow"}))
 	wantErr(t, "unreadable expiry", err, errdefs.ErrInvalidArgument)
