@@ -83,7 +83,7 @@ func init() {
 	plugins.Register(&plugins.Registration{
 		Type:     plugins.BerthGRPCPlugin,
 		ID:       "images",
-		Requires: []plugins.Type{plugins.MetadataPlugin, plugins.EventPlugin},
+		Requires: []plugins.Type{plugins.MetadataPlugin, plugins.EventPlugin, plugins.BerthInternalPlugin},
 		InitFn: func(ic *plugins.InitContext) (any, error) {
 			db, err := getMetadata(ic)
 			if err != nil {
@@ -93,11 +93,18 @@ func init() {
 			if err != nil {
 				return nil, err
 			}
+			// Without the unpacker (plugins/diff), images import without
+			// unpacking and Unpack is refused.
+			var unpacker berthimages.Unpacker
+			if u, err := ic.GetByID(plugins.BerthInternalPlugin, "unpack"); err == nil {
+				unpacker, _ = u.(berthimages.Unpacker)
+			}
 			return berthimages.New(berthimages.Options{
-				Content: db.ContentStore(),
-				Images:  db.Images(),
-				Leases:  db.Leases(),
-				Events:  ex,
+				Content:  db.ContentStore(),
+				Images:   db.Images(),
+				Leases:   db.Leases(),
+				Events:   ex,
+				Unpacker: unpacker,
 			}), nil
 		},
 	})
