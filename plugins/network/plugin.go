@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 
 	"github.com/berthd/berth/core/network"
 	"github.com/berthd/berth/plugins"
@@ -71,6 +72,11 @@ func warnMissing(cfg *cni.Config) {
 		if !found {
 			slog.Warn("CNI plugin not found; install containernetworking-plugins", "plugin", p, "bin_dirs", cfg.BinDirs)
 		}
+	}
+	// Containers reaching a published port of a container on their own
+	// bridge need bridged replies to pass conntrack (br_netfilter).
+	if b, err := os.ReadFile("/proc/sys/net/bridge/bridge-nf-call-iptables"); err != nil || strings.TrimSpace(string(b)) != "1" {
+		slog.Warn("bridge traffic does not pass iptables (load br_netfilter and set net.bridge.bridge-nf-call-iptables=1): containers cannot reach published ports of containers on their own network through the host's address")
 	}
 	for _, b := range []string{"iptables", "ip"} {
 		if _, err := exec.LookPath(b); err != nil {

@@ -114,6 +114,18 @@ func checkNetworkFits(n *network.Network, req *network.AttachRequest) error {
 		}
 		return fmt.Errorf("network %s cannot publish ports (its CNI configuration has no plugin with the portMappings capability): %w", n.Name, errdefs.ErrInvalidArgument)
 	}
+	hasV6 := false
+	for _, s := range n.Subnets {
+		hasV6 = hasV6 || s.Subnet.Addr().Is6()
+	}
+	for _, p := range req.Ports {
+		// portmap forwards a family only to containers with an address
+		// of it: a port on an IPv6 host address would be reserved but
+		// never reach the container.
+		if p.HostIP.IsValid() && p.HostIP.Is6() && !p.HostIP.Is4In6() && !hasV6 {
+			return fmt.Errorf("port %s: network %s has no IPv6 subnet to forward an IPv6 host address to: %w", p, n.Name, errdefs.ErrInvalidArgument)
+		}
+	}
 	if req.IP.IsValid() {
 		in := false
 		for _, s := range n.Subnets {

@@ -78,27 +78,45 @@ func networkChain(bridge string) string {
 	return "BERTH-" + hex.EncodeToString(sum[:])[:12]
 }
 
-// ensureChain creates chain in the filter table unless it exists.
-func ensureChain(chain string) error {
-	if _, err := iptables("-S", chain); err == nil {
-		return nil
-	}
-	if _, err := iptables("-N", chain); err != nil && !strings.Contains(err.Error(), "already exists") {
-		return err
-	}
-	return nil
+// filterState is the filter table as iptables -S prints it.
+type filterState struct {
+	chains map[string]bool
+	rules  map[string]int // "-A CHAIN ..." -> how many times
 }
 
-func ensureForwardChain() error {
-	if err := ensureChain(forwardChain); err != nil {
-		return err
+func readFilter() (filterState, error) {
+	out, err := iptables("-S")
+	if err != nil {
+		return filterState{}, err
 	}
-	if !exists("FORWARD", "-j", forwardChain) {
-		if _, err := iptables("-I", "FORWARD", "1", "-j", forwardChain); err != nil {
-			return err
+	st := filterState{chains: map[string]bool{}, rules: map[string]int{}}
+	for _, line := range strings.Split(out, "\n") {
+		switch {
+		case strings.HasPrefix(line, "-N "):
+			st.chains[strings.TrimPrefix(line, "-N ")] = true
+		case strings.HasPrefix(line, "-A "):
+			st.rules[line]++
 		}
 	}
-	return nil
+	return st, nil
+}
+
+// restore applies lines to the filter table in one transaction (one
+// process, atomic with the nftables backend), leaving everything else as
+// it is.
+func restore(lines []string) error {
+	if len(lines) == 0 {
+		return nil
+	}
+	in := "*filter\n" + strings.Join(lines, "\n") + "\nCOMMIT\n"
+	return retryBusy(func() error {
+		cmd := exec.Command("iptables-restore", "-w", "10", "--noflush")
+		cmd.Stdin = strings.NewReader(in)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("iptables-restore: %v: %s\ninput:\n%s", err, strings.TrimSpace(string(out)), in)
+		}
+		return nil
+	})
 }
 
 func outboundVerdict(n *network.Network) string {
@@ -109,81 +127,75 @@ func outboundVerdict(n *network.Network) string {
 }
 
 // ensureRules installs n's rules; it is idempotent and repairs partial
-// rule sets.
+// rule sets. It reads the table once and writes the difference in one
+// transaction: a network's first container pays two iptables runs, not
+// a dozen.
 func ensureRules(n *network.Network) error {
 	iptablesMu.Lock()
 	defer iptablesMu.Unlock()
-	if err := ensureForwardChain(); err != nil {
+	st, err := readFilter()
+	if err != nil {
 		return err
 	}
 	chain := networkChain(n.Bridge)
-	if err := ensureChain(chain); err != nil {
-		return err
+	var lines []string
+	if !st.chains[forwardChain] {
+		lines = append(lines, ":"+forwardChain+" - [0:0]")
 	}
-	if _, err := iptables("-F", chain); err != nil {
-		return err
+	if st.rules["-A FORWARD -j "+forwardChain] == 0 {
+		lines = append(lines, "-I FORWARD 1 -j "+forwardChain)
 	}
-	rules := [][]string{{"-i", n.Bridge, "-j", "ACCEPT"}}
+	// Declaring the network's chain creates it, or flushes it for a
+	// fresh fill.
+	lines = append(lines, ":"+chain+" - [0:0]", "-A "+chain+" -i "+n.Bridge+" -j ACCEPT")
 	if !n.Internal {
-		rules = append(rules,
-			[]string{"-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"},
-			[]string{"-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"})
+		lines = append(lines,
+			"-A "+chain+" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+			"-A "+chain+" -m conntrack --ctstate DNAT -j ACCEPT")
 	}
-	rules = append(rules, []string{"-j", "DROP"})
-	for _, r := range rules {
-		if _, err := iptables(append([]string{"-A", chain}, r...)...); err != nil {
-			return err
-		}
-	}
-	in := []string{forwardChain, "-o", n.Bridge, "-j", chain}
-	if !exists(in...) {
-		if _, err := iptables(append([]string{"-I", in[0], "1"}, in[1:]...)...); err != nil {
-			return err
-		}
+	lines = append(lines, "-A "+chain+" -j DROP")
+	if in := "-A " + forwardChain + " -o " + n.Bridge + " -j " + chain; st.rules[in] == 0 {
+		lines = append(lines, "-I "+forwardChain+" 1 -o "+n.Bridge+" -j "+chain)
 	}
 	// A flip of the internal flag (a file edited by hand) leaves the other
 	// verdict behind; remove it.
 	for _, v := range []string{"ACCEPT", "DROP"} {
-		out := []string{forwardChain, "-i", n.Bridge, "-j", v}
-		has := exists(out...)
+		out := "-A " + forwardChain + " -i " + n.Bridge + " -j " + v
 		switch {
-		case v == outboundVerdict(n) && !has:
-			if _, err := iptables(append([]string{"-A"}, out...)...); err != nil {
-				return err
+		case v == outboundVerdict(n) && st.rules[out] == 0:
+			lines = append(lines, out)
+		case v != outboundVerdict(n):
+			for i := 0; i < st.rules[out]; i++ {
+				lines = append(lines, "-D"+strings.TrimPrefix(out, "-A"))
 			}
-		case v != outboundVerdict(n) && has:
-			iptables(append([]string{"-D"}, out...)...)
 		}
 	}
-	return nil
+	return restore(lines)
 }
 
 // removeRules deletes n's rules; missing ones are not an error.
 func removeRules(n *network.Network) error {
 	iptablesMu.Lock()
 	defer iptablesMu.Unlock()
+	st, err := readFilter()
+	if err != nil {
+		return err
+	}
 	chain := networkChain(n.Bridge)
-	for _, r := range [][]string{
-		{forwardChain, "-o", n.Bridge, "-j", chain},
-		{forwardChain, "-i", n.Bridge, "-j", "ACCEPT"},
-		{forwardChain, "-i", n.Bridge, "-j", "DROP"},
+	var lines []string
+	for _, r := range []string{
+		"-A " + forwardChain + " -o " + n.Bridge + " -j " + chain,
+		"-A " + forwardChain + " -i " + n.Bridge + " -j ACCEPT",
+		"-A " + forwardChain + " -i " + n.Bridge + " -j DROP",
 	} {
-		for exists(r...) {
-			if _, err := iptables(append([]string{"-D"}, r...)...); err != nil {
-				return err
-			}
+		for i := 0; i < st.rules[r]; i++ {
+			lines = append(lines, "-D"+strings.TrimPrefix(r, "-A"))
 		}
 	}
-	if _, err := iptables("-S", chain); err != nil {
-		return nil
+	if st.chains[chain] {
+		lines = append(lines, "-F "+chain, "-X "+chain)
 	}
-	if _, err := iptables("-F", chain); err != nil {
-		return err
-	}
-	return retryBusy(func() error {
-		_, err := iptables("-X", chain)
-		return err
-	})
+	return restore(lines)
 }
 
 // sweepNAT removes nat rules the CNI plugins tagged with cniID (the

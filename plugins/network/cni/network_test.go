@@ -276,6 +276,15 @@ func TestPortConflicts(t *testing.T) {
 	// The reserved port of the mapping that did succeed before the
 	// failing one (none here: the busy one came first) and every random
 	// one is free again: a range of 9999's mapping would otherwise leak.
+	for spec, want := range map[string]string{
+		"203.0.113.7:8080:80": "is not an address of this host",
+		"[::1]:8080:80":       "no IPv6 subnet",
+	} {
+		ps, _ := network.ParsePorts(spec)
+		if _, err := e.m.Attach(nsCtx(), network.AttachRequest{ContainerID: "second", Network: n.Name, Ports: ps}); !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", spec, err, want)
+		}
+	}
 	for _, bad := range []network.PortMapping{{ContainerPort: 0, Protocol: "tcp"}, {ContainerPort: 80, Protocol: "icmp"}} {
 		_, err := e.m.Attach(nsCtx(), network.AttachRequest{ContainerID: "second", Network: n.Name, Ports: []network.PortMapping{bad}})
 		if !errors.Is(err, errdefs.ErrInvalidArgument) {
