@@ -61,7 +61,8 @@ const (
 )
 
 // leaseExpiry bounds the lease an unpack takes when its context has none,
-// so a crash mid-unpack does not pin snapshots for ever.
+// so a crash mid-unpack does not pin snapshots for ever (berthd also drops
+// its temporary leases when it starts).
 const leaseExpiry = 24 * time.Hour
 
 // Store is the part of a content store the unpacker uses: it reads
@@ -247,7 +248,7 @@ func (u *Unpacker) withLease(ctx context.Context) (context.Context, func(), erro
 	if _, ok := leases.FromContext(ctx); ok || u.leases == nil {
 		return ctx, func() {}, nil
 	}
-	l, err := u.leases.Create(ctx, leases.WithExpiration(leaseExpiry), leases.WithLabels(map[string]string{"io.berth.unpack": "true"}))
+	l, err := u.leases.Create(ctx, leases.WithExpiration(leaseExpiry), leases.WithTemporary())
 	if err != nil {
 		return nil, nil, fmt.Errorf("unpack: create lease: %w", err)
 	}
