@@ -39,11 +39,25 @@ func Create(path string) (err error) {
 
 	done := make(chan error, 1)
 	go func() {
-		// The thread is never unlocked: once it has left berthd's network
-		// namespace it must not run other goroutines, so it ends with this
-		// one and the runtime discards it.
 		runtime.LockOSThread()
-		done <- unshareAndBind(path)
+		orig, err := os.Open(fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid()))
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- fmt.Errorf("open current netns: %w", err)
+			return
+		}
+		defer orig.Close()
+		err = unshareAndBind(path)
+		// Go back rather than let the thread die with the goroutine: the
+		// main thread cannot die, and parked in the new namespace it would
+		// keep that namespace alive and make /proc/<pid>/ns/net name it.
+		if serr := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); serr != nil {
+			// Left locked, the thread is retired with the goroutine.
+			done <- errors.Join(err, fmt.Errorf("return to the original netns: %w", serr))
+			return
+		}
+		runtime.UnlockOSThread()
+		done <- err
 	}()
 	return <-done
 }

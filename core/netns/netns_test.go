@@ -33,7 +33,7 @@ func TestCreateEnterRemove(t *testing.T) {
 	if !IsNetNS(path) {
 		t.Fatalf("%s is not a mounted netns", path)
 	}
-	if inode(t, path) == inode(t, "/proc/self/ns/net") {
+	if inode(t, path) == inode(t, "/proc/thread-self/ns/net") {
 		t.Fatal("the new namespace is the host's")
 	}
 	var names []string
@@ -99,7 +99,9 @@ func TestDoReturnsToHostNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer Remove(path)
-	host := inode(t, "/proc/self/ns/net")
+	// thread-self, not self: /proc/self names the main thread, which may
+	// be running one of the Do calls of a parallel test at this moment.
+	host := inode(t, "/proc/thread-self/ns/net")
 	// Many calls: a thread left in the namespace would show up as a
 	// goroutine seeing the wrong namespace afterwards.
 	for i := 0; i < 50; i++ {
@@ -116,6 +118,28 @@ func TestDoReturnsToHostNamespace(t *testing.T) {
 		}()
 		if got := <-ch; got != host {
 			t.Fatalf("a goroutine runs in namespace %d after Do, want the host's %d", got, host)
+		}
+	}
+}
+
+// The process's main thread must never stay in a namespace Create made:
+// it cannot exit like other threads, and /proc/<pid>/ns/net (what tools
+// use to find berthd's namespace) follows it. Not parallel, so no other
+// test is inside a namespace meanwhile.
+func TestCreateLeavesProcessNamespace(t *testing.T) {
+	require.Root(t)
+	want := inode(t, "/proc/self/ns/net")
+	dir := t.TempDir()
+	for i := 0; i < 50; i++ {
+		p := filepath.Join(dir, "n")
+		if err := Create(p); err != nil {
+			t.Fatal(err)
+		}
+		if err := Remove(p); err != nil {
+			t.Fatal(err)
+		}
+		if got := inode(t, "/proc/self/ns/net"); got != want {
+			t.Fatalf("after Create %d the process is in namespace %d, not %d", i, got, want)
 		}
 	}
 }

@@ -111,7 +111,9 @@ type AttachRequest struct {
 	// namespace.
 	ContainerID string
 	// Name is the container's name, resolvable by the network's DNS.
-	Name    string
+	Name string
+	// Network is a name, ID or unique ID prefix; empty means the default
+	// network.
 	Network string
 	// NetNS is the namespace path; empty means the container's sandbox
 	// namespace (CreateSandbox).

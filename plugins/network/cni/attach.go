@@ -66,6 +66,11 @@ func (m *Manager) Attach(ctx context.Context, req network.AttachRequest) (*netwo
 	if err := validateAttach(&req); err != nil {
 		return nil, err
 	}
+	if req.Network == "" {
+		if req.Network = m.cfg.DefaultNetwork; req.Network == "" {
+			return nil, fmt.Errorf("the request names no network and no default network is configured: %w", errdefs.ErrInvalidArgument)
+		}
+	}
 	n, err := m.Network(ctx, req.Network)
 	if err != nil {
 		return nil, err
@@ -96,6 +101,9 @@ func (m *Manager) Attach(ctx context.Context, req network.AttachRequest) (*netwo
 		return nil, err
 	}
 	if err := m.finishAttach(rec, sb); err != nil {
+		if terr := m.teardown(rec); terr != nil {
+			slog.Warn("undo unrecorded attachment", "container", ns+"/"+req.ContainerID, "network", n.Name, "error", terr)
+		}
 		return nil, err
 	}
 	if sb != nil {

@@ -506,7 +506,11 @@ func TestDefaultNetworkWrittenOnce(t *testing.T) {
 		t.Errorf("restart rewrote the default network: %v", again)
 	}
 	sb := e.sandbox("d1")
-	a := e.attach(network.AttachRequest{ContainerID: "d1", Network: "berth"})
+	// No network named: the default one.
+	a := e.attach(network.AttachRequest{ContainerID: "d1"})
+	if a.Network != "berth" {
+		t.Errorf("attached to %q, want the default network", a.Network)
+	}
 	mustInNS(t, sb.NetNS, "busybox", "ping", "-c1", "-W3", a.IPs[0].Gateway.String())
 	resolv, _ := os.ReadFile(sb.ResolvConfPath)
 	if strings.Contains(string(resolv), a.IPs[0].Gateway.String()) {

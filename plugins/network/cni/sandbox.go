@@ -187,6 +187,11 @@ func (m *Manager) RemoveSandbox(ctx context.Context, id string) error {
 func (m *Manager) containerRecords(ns, id string, readyOnly bool) []*attachmentRecord {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.recordsOf(ns, id, readyOnly)
+}
+
+// recordsOf is containerRecords with m.mu held.
+func (m *Manager) recordsOf(ns, id string, readyOnly bool) []*attachmentRecord {
 	var out []*attachmentRecord
 	for _, a := range m.atts {
 		if a.Namespace == ns && a.ContainerID == id && (!readyOnly || a.State == stateReady) {
@@ -240,7 +245,7 @@ func (m *Manager) sandboxFiles(sb *network.Sandbox) (hosts, resolv, hostname []b
 	cfg := network.HostsConfig{Hostname: sb.Hostname, Domainname: sb.Domainname, Extra: extra}
 	var embedded []netip.Addr
 	m.mu.Lock()
-	for _, a := range m.containerRecordsLocked(sb.Namespace, sb.ID) {
+	for _, a := range m.recordsOf(sb.Namespace, sb.ID, true) {
 		cfg.Addrs = append(cfg.Addrs, a.Addrs()...)
 		for _, ip := range a.IPs {
 			if !cfg.Gateway.IsValid() && ip.Gateway.IsValid() {
@@ -257,17 +262,6 @@ func (m *Manager) sandboxFiles(sb *network.Sandbox) (hosts, resolv, hostname []b
 		return nil, nil, nil, err
 	}
 	return network.HostsFile(cfg), rc.Bytes(), []byte(sb.Hostname + "\n"), nil
-}
-
-func (m *Manager) containerRecordsLocked(ns, id string) []*attachmentRecord {
-	var out []*attachmentRecord
-	for _, a := range m.atts {
-		if a.Namespace == ns && a.ContainerID == id && a.State == stateReady {
-			out = append(out, a)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return ifIndex(out[i].IfName) < ifIndex(out[j].IfName) })
-	return out
 }
 
 // hostNetworkFiles starts from the host's own files, as Docker does for
