@@ -48,12 +48,14 @@ func removeSharedChain(table, chain string) {
 	if err != nil {
 		return
 	}
-	rules := strings.Split(strings.TrimSpace(out), "\n")
-	// SETMARK and MASQ hold one fixed rule of portmap's own; anything
-	// else means someone still uses the chain.
-	fixed := map[string]int{"CNI-HOSTPORT-SETMARK": 1, "CNI-HOSTPORT-MASQ": 1}[chain]
-	if len(rules)-1 > fixed {
-		return
+	// SETMARK and MASQ hold a fixed rule of portmap's own (twice when two
+	// first ADDs raced); anything else means someone still uses the
+	// chain.
+	own := map[string]string{"CNI-HOSTPORT-SETMARK": "-j MARK --set-xmark", "CNI-HOSTPORT-MASQ": "-j MASQUERADE"}[chain]
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if strings.HasPrefix(line, "-A ") && (own == "" || !strings.Contains(line, own)) {
+			return
+		}
 	}
 	all, _ := iptables("-t", table, "-S")
 	var jumps [][]string
