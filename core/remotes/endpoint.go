@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/berthd/berth/core/remotes/auth"
 	"github.com/berthd/berth/core/remotes/hosts"
 	"github.com/containerd/errdefs"
 	orasauth "oras.land/oras-go/v2/registry/remote/auth"
@@ -233,12 +234,20 @@ func (r *Resolver) newEndpoint(he hosts.Endpoint, namespace string) (*endpoint, 
 	}
 	policy := retryPolicy(he.Mirror)
 	client := &http.Client{Transport: &retry.Transport{Base: base, Policy: func() retry.Policy { return policy }}}
+	header := http.Header{}
+	for k, v := range r.opts.Header {
+		header[http.CanonicalHeaderKey(k)] = append([]string(nil), v...)
+	}
+	header.Set("User-Agent", r.userAgent)
 	ac := &orasauth.Client{
 		Client: client,
-		Header: http.Header{"User-Agent": {r.userAgent}},
+		Header: header,
 		Cache:  r.authCache,
 	}
-	if r.opts.Credentials != nil {
+	switch {
+	case r.opts.CredentialFunc != nil:
+		ac.Credential = credentialFunc(r.opts.CredentialFunc)
+	case r.opts.Credentials != nil:
 		ac.Credential = r.opts.Credentials.CredentialFunc()
 	}
 	return &endpoint{Endpoint: he, namespace: namespace, auth: ac, base: base}, nil
@@ -263,4 +272,20 @@ func (r *Resolver) endpoints(namespace string, want hosts.Capabilities) ([]*endp
 		return nil, fmt.Errorf("registry %s: no endpoint is configured for %s: %w", namespace, want, errdefs.ErrFailedPrecondition)
 	}
 	return out, nil
+}
+
+// credentialFunc adapts a per-host credential callback for oras.
+func credentialFunc(fn func(ctx context.Context, host string) (auth.Credential, error)) orasauth.CredentialFunc {
+	return func(ctx context.Context, hostport string) (orasauth.Credential, error) {
+		c, err := fn(ctx, hostport)
+		if err != nil {
+			return orasauth.EmptyCredential, fmt.Errorf("credentials for %s: %w", hostport, err)
+		}
+		return orasauth.Credential{
+			Username:     c.Username,
+			Password:     c.Password,
+			RefreshToken: c.IdentityToken,
+			AccessToken:  c.RegistryToken,
+		}, nil
+	}
 }

@@ -464,22 +464,34 @@ func (fn ProgressFunc) report(desc ocispec.Descriptor, done int64) {
 	}
 }
 
-// writeBytes stores in-memory content (a fetched manifest) with labels.
-func writeBytes(ctx context.Context, store content.Ingester, desc ocispec.Descriptor, data []byte, labels map[string]string) error {
+// writeBytes stores in-memory content (a fetched manifest) with labels. It
+// reports whether the store had the blob already, in which case the labels
+// were not applied.
+func writeBytes(ctx context.Context, store content.Ingester, desc ocispec.Descriptor, data []byte, labels map[string]string) (existed bool, err error) {
 	ref := refKey(desc)
 	w, err := content.OpenWriter(ctx, store, content.WithRef(ref), content.WithDescriptor(desc))
 	if errdefs.IsAlreadyExists(err) {
-		return nil
+		return true, nil
 	}
 	if err != nil {
-		return fmt.Errorf("open ingest %s: %w", ref, err)
+		return false, fmt.Errorf("open ingest %s: %w", ref, err)
 	}
 	defer w.Close()
 	if err := w.Truncate(0); err != nil {
-		return fmt.Errorf("reset ingest %s: %w", ref, err)
+		return false, fmt.Errorf("reset ingest %s: %w", ref, err)
 	}
 	if _, err := io.Copy(w, bytes.NewReader(data)); err != nil {
-		return fmt.Errorf("write ingest %s: %w", ref, err)
+		return false, fmt.Errorf("write ingest %s: %w", ref, err)
 	}
-	return verifyAndCommit(ctx, w, desc, labels)
+	if got := w.Digest(); got.Algorithm() == desc.Digest.Algorithm() && got != desc.Digest {
+		return false, verifyAndCommit(ctx, w, desc, labels)
+	}
+	err = w.Commit(ctx, desc.Size, desc.Digest, content.WithLabels(labels))
+	if errdefs.IsAlreadyExists(err) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("commit blob %s: %w", desc.Digest, err)
+	}
+	return false, nil
 }

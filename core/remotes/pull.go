@@ -45,6 +45,10 @@ type FetchOptions struct {
 	Progress ProgressFunc
 	// LayerHook, when set, is called as each layer lands.
 	LayerHook LayerHook
+	// ManifestHook, when set, is told each image manifest once it is in
+	// the store, before its config and layers are fetched (a progress
+	// display lists the layers to come).
+	ManifestHook func(ctx context.Context, desc ocispec.Descriptor, m ocispec.Manifest)
 }
 
 // Manifest is one image manifest a pull fetched.
@@ -210,6 +214,9 @@ func (p *puller) pullManifest(ctx context.Context, desc ocispec.Descriptor) (Man
 	if err != nil {
 		return Manifest{}, err
 	}
+	if p.opts.ManifestHook != nil {
+		p.opts.ManifestHook(ctx, desc, m)
+	}
 	if err := p.fetchBlobs(ctx, desc, m); err != nil {
 		return Manifest{}, err
 	}
@@ -282,8 +289,7 @@ func (p *puller) load(ctx context.Context, desc ocispec.Descriptor, labelsFor fu
 func (p *puller) loadOnce(ctx context.Context, desc ocispec.Descriptor, labelsFor func([]byte) (map[string]string, error)) ([]byte, error) {
 	data, err := readStored(ctx, p.store, desc)
 	if err == nil {
-		_, err = labelsFor(data)
-		return data, err
+		return data, p.stored(ctx, desc, data, labelsFor)
 	}
 	if !errdefs.IsNotFound(err) {
 		return nil, err
@@ -296,11 +302,61 @@ func (p *puller) loadOnce(ctx context.Context, desc ocispec.Descriptor, labelsFo
 		return nil, err
 	}
 	labels[LabelDistributionSource+p.f.name.Domain] = p.f.name.Path
-	if err := writeBytes(ctx, p.store, desc, data, labels); err != nil {
+	existed, err := writeBytes(ctx, p.store, desc, data, labels)
+	if err != nil {
 		return nil, err
+	}
+	if existed {
+		// Another namespace (or a racing writer) had stored the bytes:
+		// the commit labels were not applied, so set them now.
+		return data, p.stored(ctx, desc, data, labelsFor)
 	}
 	p.opts.Progress.report(desc, desc.Size)
 	return data, nil
+}
+
+// stored handles a manifest or index the store already holds: its
+// garbage-collection labels are made to name the children this pull
+// selected (the blob may have been stored without them, by a client or
+// in another namespace, or labelled for other platforms), and this
+// repository is added to its distribution sources.
+func (p *puller) stored(ctx context.Context, desc ocispec.Descriptor, data []byte, labelsFor func([]byte) (map[string]string, error)) error {
+	labels, err := labelsFor(data)
+	if err != nil {
+		return err
+	}
+	if m, ok := p.store.(content.Manager); ok {
+		if err := ensureLabels(ctx, m, desc, labels); err != nil {
+			return err
+		}
+	}
+	p.f.addSource(ctx, p.store, desc)
+	p.opts.Progress.report(desc, desc.Size)
+	return nil
+}
+
+// ensureLabels sets the labels a blob lacks or holds with other values,
+// leaving its other labels alone; a blob that has them all is not written.
+func ensureLabels(ctx context.Context, m content.Manager, desc ocispec.Descriptor, labels map[string]string) error {
+	info, err := m.Info(ctx, desc.Digest)
+	if err != nil {
+		return fmt.Errorf("label %s: %w", desc.Digest, err)
+	}
+	upd := content.Info{Digest: desc.Digest, Labels: map[string]string{}}
+	var fields []string
+	for k, v := range labels {
+		if info.Labels[k] != v {
+			upd.Labels[k] = v
+			fields = append(fields, "labels."+k)
+		}
+	}
+	if len(fields) == 0 {
+		return nil
+	}
+	if _, err := m.Update(ctx, upd, fields...); err != nil {
+		return fmt.Errorf("label %s with its children: %w", desc.Digest, err)
+	}
+	return nil
 }
 
 // readStored reads a manifest or index from the store and verifies it.

@@ -43,6 +43,18 @@ type Options struct {
 	Hosts hosts.Options
 	// Credentials answer per registry host; nil is anonymous everywhere.
 	Credentials *auth.Store
+	// CredentialFunc, when set, is asked instead of Credentials, and only
+	// when a registry challenges a request (so an anonymous pull asks
+	// nothing). It lets a daemon ask its client for credentials per
+	// request rather than keep them.
+	CredentialFunc func(ctx context.Context, host string) (auth.Credential, error)
+	// Header is sent with every request (token requests included), beside
+	// the per-endpoint headers of hosts.toml.
+	Header http.Header
+	// Limits, when set, bound transfers together with every other Resolver
+	// sharing them, in place of MaxConcurrency: a daemon shares one Limits
+	// across its requests so that its bound holds however many run.
+	Limits *Limits
 	// UserAgent is sent with every request; default "berth".
 	UserAgent string
 	// MaxConcurrency bounds concurrent blob downloads, and separately
@@ -51,6 +63,22 @@ type Options struct {
 	// Logger receives debug logs of endpoint fall-through; default
 	// slog.Default().
 	Logger *slog.Logger
+}
+
+// Limits bound concurrent blob downloads, and separately uploads, across
+// the Resolvers that share them.
+type Limits struct {
+	downloads chan struct{}
+	uploads   chan struct{}
+}
+
+// NewLimits allows n concurrent downloads and n concurrent uploads;
+// n <= 0 means DefaultMaxConcurrency.
+func NewLimits(n int) *Limits {
+	if n <= 0 {
+		n = DefaultMaxConcurrency
+	}
+	return &Limits{downloads: make(chan struct{}, n), uploads: make(chan struct{}, n)}
 }
 
 // Resolver resolves, fetches and pushes. One Resolver carries one set of
@@ -66,17 +94,17 @@ type Resolver struct {
 
 // NewResolver returns a Resolver.
 func NewResolver(opts Options) *Resolver {
-	n := opts.MaxConcurrency
-	if n <= 0 {
-		n = DefaultMaxConcurrency
+	limits := opts.Limits
+	if limits == nil {
+		limits = NewLimits(opts.MaxConcurrency)
 	}
 	r := &Resolver{
 		opts:      opts,
 		userAgent: opts.UserAgent,
 		log:       opts.Logger,
 		authCache: orasauth.NewCache(),
-		downloads: make(chan struct{}, n),
-		uploads:   make(chan struct{}, n),
+		downloads: limits.downloads,
+		uploads:   limits.uploads,
 	}
 	if r.userAgent == "" {
 		r.userAgent = "berth"

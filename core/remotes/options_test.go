@@ -1,0 +1,68 @@
+package remotes_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync/atomic"
+	"testing"
+
+	"github.com/berthd/berth/core/remotes"
+	"github.com/berthd/berth/core/remotes/auth"
+	"github.com/berthd/berth/integration/testimages"
+	"github.com/berthd/berth/internal/testutil/registry"
+)
+
+// A credential callback is asked only when the registry challenges, and
+// its answer authenticates the request.
+func TestCredentialFuncAskedOnChallenge(t *testing.T) {
+	t.Parallel()
+	img := buildImage(t, testimages.Busybox)
+	open, ref := pushed(t, img, "open:1")
+	var asked atomic.Int64
+	ask := func(_ context.Context, host string) (auth.Credential, error) {
+		asked.Add(1)
+		return auth.Credential{Username: "carol", Password: "secret"}, nil
+	}
+	if _, err := remotes.NewResolver(remotes.Options{CredentialFunc: ask}).Fetch(testContext(t), ref, newStore(t), remotes.FetchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := asked.Load(); n != 0 {
+		t.Errorf("anonymous registry %s: credentials asked %d times", open.Host, n)
+	}
+
+	private := registry.Start(t, registry.WithBasicAuth("carol", "secret"))
+	pref := private.Host + "/private:1"
+	r := remotes.NewResolver(remotes.Options{CredentialFunc: ask})
+	if err := r.Push(testContext(t), pref, seedStore(t, img), img.Target, remotes.PushOptions{}); err != nil {
+		t.Fatalf("push with asked credentials: %v", err)
+	}
+	if asked.Load() == 0 {
+		t.Error("credentials never asked by a registry requiring them")
+	}
+	refuse := func(context.Context, string) (auth.Credential, error) { return auth.Credential{}, errors.New("client went away") }
+	_, err := remotes.NewResolver(remotes.Options{CredentialFunc: refuse}).Fetch(testContext(t), pref, newStore(t), remotes.FetchOptions{})
+	if err == nil {
+		t.Error("fetch succeeded although no credentials could be had")
+	}
+}
+
+// Request headers reach the registry with every request.
+func TestHeaderSentWithEveryRequest(t *testing.T) {
+	t.Parallel()
+	img := buildImage(t, testimages.MultiLayer)
+	reg, _ := pushed(t, img, "hdr:1")
+	proxy := registry.NewProxy(t, reg)
+	r := remotes.NewResolver(remotes.Options{Header: http.Header{"X-Berth-Test": {"yes"}}, Limits: remotes.NewLimits(1)})
+	if _, err := r.Fetch(testContext(t), proxy.Host+"/hdr:1", newStore(t), remotes.FetchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if len(proxy.Requests()) == 0 {
+		t.Fatal("no request went through the proxy")
+	}
+	for _, q := range proxy.Requests() {
+		if q.Header.Get("X-Berth-Test") != "yes" {
+			t.Errorf("%s %s without the request header", q.Method, q.Path)
+		}
+	}
+}

@@ -1,0 +1,89 @@
+package transfer
+
+import (
+	"context"
+	"sync/atomic"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/berthd/berth/core/content"
+	"github.com/berthd/berth/core/diff"
+	"github.com/berthd/berth/core/images"
+	"github.com/berthd/berth/core/mount"
+)
+
+// The unpacker is shared by every pull, so a pull cannot hand it a progress
+// callback; instead the pull's context carries its tracker, and the store
+// and applier the unpacker is built on (TrackReads, TrackApplies) report to
+// whatever tracker the context of each call carries.
+
+type trackerKey struct{}
+
+func withTracker(ctx context.Context, t *tracker) context.Context {
+	if t == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, trackerKey{}, t)
+}
+
+func trackerFrom(ctx context.Context) *tracker {
+	t, _ := ctx.Value(trackerKey{}).(*tracker)
+	return t
+}
+
+// TrackReads wraps the content store an applier reads layers from, so that
+// reads of a layer blob made for a pull report "extracting" progress to
+// that pull. Reads under contexts of no pull pass straight through.
+func TrackReads(store content.Store) content.Store {
+	return &readTracker{Store: store}
+}
+
+type readTracker struct {
+	content.Store
+}
+
+func (r *readTracker) ReaderAt(ctx context.Context, desc ocispec.Descriptor) (content.ReaderAt, error) {
+	ra, err := r.Store.ReaderAt(ctx, desc)
+	t := trackerFrom(ctx)
+	if err != nil || t == nil || !images.IsLayerType(desc.MediaType) {
+		return ra, err
+	}
+	t.extracting(desc, 0)
+	return &countingReaderAt{ReaderAt: ra, desc: desc, t: t}, nil
+}
+
+// countingReaderAt reports the furthest offset read. Appliers read layers
+// front to back, so that is the bytes consumed.
+type countingReaderAt struct {
+	content.ReaderAt
+	desc ocispec.Descriptor
+	t    *tracker
+	max  atomic.Int64
+}
+
+func (c *countingReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	n, err := c.ReaderAt.ReadAt(p, off)
+	if end := off + int64(n); n > 0 && end > c.max.Load() {
+		c.max.Store(end)
+		c.t.extracting(c.desc, end)
+	}
+	return n, err
+}
+
+// TrackApplies wraps an applier so that a layer applied for a pull is
+// reported "extracted" to that pull once Apply succeeds.
+func TrackApplies(a diff.Applier) diff.Applier {
+	return &applyTracker{Applier: a}
+}
+
+type applyTracker struct {
+	diff.Applier
+}
+
+func (a *applyTracker) Apply(ctx context.Context, desc ocispec.Descriptor, mounts []mount.Mount, opts ...diff.ApplyOpt) (ocispec.Descriptor, error) {
+	out, err := a.Applier.Apply(ctx, desc, mounts, opts...)
+	if err == nil {
+		trackerFrom(ctx).extracted(desc)
+	}
+	return out, err
+}
