@@ -17,7 +17,6 @@ import (
 
 	"github.com/containerd/errdefs"
 
-	"github.com/berthd/berth/core/netns"
 	"github.com/berthd/berth/core/network"
 )
 
@@ -675,8 +674,6 @@ func rulesMentioning(t testing.TB, words ...string) []string {
 	}
 	return out
 }
-
-var _ = netns.IsNetNS
 
 func TestRemoveAndPruneNetworks(t *testing.T) {
 	t.Parallel()

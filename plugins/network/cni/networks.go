@@ -201,8 +201,6 @@ func defaultPools() []netip.Prefix {
 	return out
 }
 
-func overlaps(a, b netip.Prefix) bool { return a.Overlaps(b) }
-
 // pickSubnet parses the requested subnet, or chooses a free pool, and
 // checks it overlaps no network and no host route.
 func pickSubnet(req string, nets []*network.Network, routes []hostRoute) (netip.Prefix, error) {
@@ -224,13 +222,13 @@ func pickSubnet(req string, nets []*network.Network, routes []hostRoute) (netip.
 func conflict(p netip.Prefix, nets []*network.Network, routes []hostRoute) error {
 	for _, n := range nets {
 		for _, s := range n.Subnets {
-			if overlaps(p, s.Subnet) {
+			if p.Overlaps(s.Subnet) {
 				return fmt.Errorf("subnet %s overlaps subnet %s of network %s: %w", p, s.Subnet, n.Name, errdefs.ErrFailedPrecondition)
 			}
 		}
 	}
 	for _, r := range routes {
-		if overlaps(p, r.dst) {
+		if p.Overlaps(r.dst) {
 			return fmt.Errorf("subnet %s overlaps the host's route to %s on %s: %w", p, r.dst, r.dev, errdefs.ErrFailedPrecondition)
 		}
 	}
