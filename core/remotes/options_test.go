@@ -3,12 +3,14 @@ package remotes_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync/atomic"
 	"testing"
 
 	"github.com/berthd/berth/core/remotes"
 	"github.com/berthd/berth/core/remotes/auth"
+	"github.com/berthd/berth/core/remotes/hosts"
 	"github.com/berthd/berth/integration/testimages"
 	"github.com/berthd/berth/internal/testutil/registry"
 )
@@ -63,6 +65,37 @@ func TestHeaderSentWithEveryRequest(t *testing.T) {
 	for _, q := range proxy.Requests() {
 		if q.Header.Get("X-Berth-Test") != "yes" {
 			t.Errorf("%s %s without the request header", q.Method, q.Path)
+		}
+	}
+}
+
+func TestLogin(t *testing.T) {
+	t.Parallel()
+	basic := registry.Start(t, registry.WithBasicAuth("dave", "pass1"))
+	token := registry.Start(t, registry.WithTLS(), registry.WithTokenAuth("erin", "pass2"))
+	open := registry.Start(t)
+	tokenHosts := writeHosts(t, token.Host, fmt.Sprintf("server = %q\nca = %q\n", token.URL(), token.CA.CertFile))
+	for _, c := range []struct {
+		name, host, dir, user, pass string
+		ok                          bool
+	}{
+		{"basic", basic.Host, "", "dave", "pass1", true},
+		{"basic wrong password", basic.Host, "", "dave", "nope", false},
+		{"token", token.Host, tokenHosts, "erin", "pass2", true},
+		{"token wrong password", token.Host, tokenHosts, "erin", "nope", false},
+		{"open registry", open.Host, "", "anyone", "anything", true},
+	} {
+		creds := auth.NewStore()
+		if err := creds.Set(c.host, auth.Credential{Username: c.user, Password: c.pass}); err != nil {
+			t.Fatal(err)
+		}
+		r := remotes.NewResolver(remotes.Options{Credentials: creds, Hosts: hosts.Options{ConfigDir: c.dir}})
+		err := r.Login(testContext(t), c.host)
+		if c.ok && err != nil {
+			t.Errorf("%s: %v", c.name, err)
+		}
+		if !c.ok {
+			assertUnauthorized(t, c.name, err, c.host, c.pass)
 		}
 	}
 }

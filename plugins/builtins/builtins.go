@@ -10,6 +10,7 @@ import (
 	_ "github.com/berthd/berth/plugins/metadata"
 	_ "github.com/berthd/berth/plugins/network"
 	_ "github.com/berthd/berth/plugins/snapshotters"
+	_ "github.com/berthd/berth/plugins/transfer"
 	_ "github.com/berthd/berth/plugins/volumes"
 	_ "github.com/berthd/berth/snapshotters/proxy"
 )
