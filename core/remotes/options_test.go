@@ -42,7 +42,9 @@ func TestCredentialFuncAskedOnChallenge(t *testing.T) {
 	if asked.Load() == 0 {
 		t.Error("credentials never asked by a registry requiring them")
 	}
-	refuse := func(context.Context, string) (auth.Credential, error) { return auth.Credential{}, errors.New("client went away") }
+	refuse := func(context.Context, string) (auth.Credential, error) {
+		return auth.Credential{}, errors.New("client went away")
+	}
 	_, err := remotes.NewResolver(remotes.Options{CredentialFunc: refuse}).Fetch(testContext(t), pref, newStore(t), remotes.FetchOptions{})
 	if err == nil {
 		t.Error("fetch succeeded although no credentials could be had")
