@@ -178,15 +178,19 @@ func parseNetwork(data []byte, source string) (*network.Network, error) {
 		return nil, fmt.Errorf("not JSON: %w", err)
 	}
 	if _, isList := raw["plugins"]; !isList {
+		// A single-plugin .conf: wrap it in a list of one, as CNI tools
+		// do.
 		single, err := libcni.NetworkPluginConfFromBytes(data)
 		if err != nil {
 			return nil, err
 		}
-		list, err := libcni.ConfListFromConf(single)
-		if err != nil {
+		if data, err = json.Marshal(map[string]any{
+			"name":       single.Network.Name,
+			"cniVersion": single.Network.CNIVersion,
+			"plugins":    []json.RawMessage{data},
+		}); err != nil {
 			return nil, err
 		}
-		data = list.Bytes
 	}
 	list, err := libcni.NetworkConfFromBytes(data)
 	if err != nil {

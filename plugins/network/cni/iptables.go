@@ -67,12 +67,6 @@ func isBusy(err error) bool {
 	return strings.Contains(msg, "Device or resource busy") || strings.Contains(msg, "Resource busy")
 }
 
-// exists runs an iptables check (-C) and reports whether the rule exists.
-func exists(args ...string) bool {
-	_, err := iptables(append([]string{"-C"}, args...)...)
-	return err == nil
-}
-
 func networkChain(bridge string) string {
 	sum := sha256.Sum256([]byte(bridge))
 	return "BERTH-" + hex.EncodeToString(sum[:])[:12]
