@@ -120,8 +120,12 @@ func (s *Service) pull(ctx context.Context, from *transfertypes.OCIRegistry, to 
 	req.AllPlatforms = len(req.Platforms) == 0
 	for _, u := range to.GetUnpacks() {
 		t := transfer.UnpackTarget{Snapshotter: u.GetSnapshotter()}
-		if p := u.GetPlatform(); p != nil {
+		if p := u.GetPlatform(); p != nil && p.GetOS() != "" {
 			t.Platform = platformFromProto(p)
+		} else {
+			// The pulled platform; an all-platforms pull of an image
+			// without the host's is not unpacked rather than failed.
+			t.Optional = req.AllPlatforms
 		}
 		req.Unpack = append(req.Unpack, t)
 	}
