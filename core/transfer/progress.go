@@ -7,6 +7,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/berthd/berth/core/images"
 )
 
 // Progress events. The per-descriptor ones carry containerd's names, so a
@@ -75,6 +77,9 @@ type tracker struct {
 	blobs    map[digest.Digest]*blobState
 	parents  map[digest.Digest][]string
 	interval time.Duration
+	// layersCommit: layers are complete when committed (pulls), not when
+	// their last byte moved (pushes).
+	layersCommit bool
 }
 
 type blobState struct {
@@ -139,11 +144,27 @@ func (t *tracker) transferred(desc ocispec.Descriptor, done int64) {
 	switch {
 	case b.event == EventComplete || b.event == EventExtracting || b.event == EventExtracted:
 		return
-	case done >= desc.Size:
+	case done >= desc.Size && !(t.layersCommit && images.IsLayerType(desc.MediaType)):
 		t.emitLocked(b, EventComplete, desc.Size)
-	case b.event != t.moving || time.Since(b.last) >= t.interval:
+	case b.event != t.moving || time.Since(b.last) >= t.interval || done >= desc.Size:
 		t.emitLocked(b, t.moving, done)
 	}
+}
+
+// committed marks a layer verified and in the store. A pull reports layers
+// complete only then, not when their last byte arrives, since a layer that
+// fails verification is not complete.
+func (t *tracker) committed(desc ocispec.Descriptor) {
+	if t == nil || t.fn == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	b := t.blob(desc)
+	if b.event == EventComplete || b.event == EventExtracting || b.event == EventExtracted {
+		return
+	}
+	t.emitLocked(b, EventComplete, desc.Size)
 }
 
 // extracting is told the compressed bytes of layer desc read by the

@@ -96,6 +96,7 @@ func (e *Engine) Pull(ctx context.Context, req PullRequest) (*PullResult, error)
 	}
 	defer done()
 	tr := newTracker(req.Progress, EventDownloading)
+	tr.layersCommit = true
 	ctx = withTracker(ctx, tr)
 
 	hooks, err := e.unpackHooks(ctx, req)
@@ -140,8 +141,11 @@ func (e *Engine) fetch(ctx context.Context, ref reference.Reference, req PullReq
 			tr.children(desc, append([]ocispec.Descriptor{m.Config}, m.Layers...))
 		},
 	}
-	if len(hooks.hooks) > 0 {
-		opts.LayerHook = hooks.layer
+	// The layer hook runs once a layer is verified and stored: report it
+	// complete, then offer it to the unpacks.
+	opts.LayerHook = func(ctx context.Context, manifest ocispec.Descriptor, index int, layer ocispec.Descriptor) error {
+		tr.committed(layer)
+		return hooks.layer(ctx, manifest, index, layer)
 	}
 	img, err := r.Fetch(ctx, ref.Name()+"@"+root.Digest.String(), e.cfg.Content, opts)
 	if err != nil {

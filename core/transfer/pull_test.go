@@ -174,7 +174,11 @@ func TestCorruptBlobFailsPullLeavingNothing(t *testing.T) {
 	proxy.Corrupt(bad.Digest.String())
 
 	ctx := ctxIn(t, "test")
-	_, err := e.engine.Pull(ctx, transfer.PullRequest{Ref: ref, Unpack: []transfer.UnpackTarget{{}}})
+	var ev events
+	_, err := e.engine.Pull(ctx, transfer.PullRequest{Ref: ref, Unpack: []transfer.UnpackTarget{{}}, Progress: ev.add})
+	if got := ev.of(transfer.RefKey(bad)); slices.Contains(got, transfer.EventComplete) {
+		t.Errorf("corrupted layer reported complete: %v", got)
+	}
 	if err == nil || !strings.Contains(err.Error(), bad.Digest.String()) || !errors.Is(err, errdefs.ErrFailedPrecondition) {
 		t.Fatalf("pull of a corrupted blob: %v, want an error naming %s", err, bad.Digest)
 	}
