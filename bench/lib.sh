@@ -10,7 +10,8 @@ bench_cleanup() {
 	for p in "${BENCH_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 	for p in "${BENCH_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
 	# Unmount anything a daemon left under our folder, deepest first.
-	grep -o " $BENCH_TMP[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+	# (grep finds nothing when no mount is left: not a failure of the script.)
+	{ grep -o " $BENCH_TMP[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
 	rm -rf "$BENCH_TMP"
 }
 trap bench_cleanup EXIT

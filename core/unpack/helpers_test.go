@@ -76,7 +76,7 @@ func newMetaEnv(t *testing.T) *env {
 	}
 }
 
-func newSnapshotter(t *testing.T, name, root string) snapshots.Snapshotter {
+func newSnapshotter(t testing.TB, name, root string) snapshots.Snapshotter {
 	t.Helper()
 	var (
 		sn  snapshots.Snapshotter
