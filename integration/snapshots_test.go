@@ -149,6 +149,18 @@ func TestCtrImportUnpacksThroughSnapshotsAndDiff(t *testing.T) {
 		}
 	}
 
+	// A docker save archive (uncompressed layer.tar) in a namespace of its
+	// own, so that its layer is extracted there rather than found.
+	bb := busybox(t)
+	d.MustCtr("-n", "docker", "images", "import", writeDockerArchive(t, dir, bb))
+	target := mountTarget(t, d, "mnt-docker")
+	d.MustCtr("-n", "docker", "images", "mount", bb.Name, target)
+	err = testimages.BusyboxExpected().Check(target)
+	d.MustCtr("-n", "docker", "images", "unmount", "--rm", target)
+	if err != nil {
+		t.Errorf("docker archive mounted by ctr: %v", err)
+	}
+
 	ctrSnapshotCommands(t, d, top)
 	berthSnapshotCommands(t, d, top)
 	keys := strings.Fields(d.MustBerth("snapshots", "ls", "-q"))
