@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -38,10 +39,25 @@ import (
 // a real snapshotter (overlayfs where it works, else native), as berthd
 // wires it; garbage collection runs only when a test asks.
 type env struct {
-	t      *testing.T
-	db     *metadata.DB
-	engine *transfer.Engine
-	sn     string
+	t       *testing.T
+	db      *metadata.DB
+	engine  *transfer.Engine
+	sn      string
+	scratch string
+}
+
+// scratchLeft lists what pulls left in the scratch folder.
+func (e *env) scratchLeft() []string {
+	e.t.Helper()
+	ents, err := os.ReadDir(e.scratch)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []string
+	for _, d := range ents {
+		out = append(out, d.Name())
+	}
+	return out
 }
 
 func newEnv(t *testing.T) *env {
@@ -79,7 +95,7 @@ func newEnv(t *testing.T) *env {
 	}
 	cs := db.ContentStore()
 	u := unpack.New(cs, transfer.TrackApplies(diff.New(transfer.TrackReads(cs))), unpack.WithLeases(db.Leases()))
-	e := &env{t: t, db: db, sn: name}
+	e := &env{t: t, db: db, sn: name, scratch: filepath.Join(dir, "scratch")}
 	e.engine = transfer.New(transfer.Config{
 		Content: cs, Images: db.Images(), Leases: db.Leases(),
 		Unpacker: u,
@@ -89,7 +105,8 @@ func newEnv(t *testing.T) *env {
 			}
 			return n, db.Snapshotter(n), nil
 		},
-		HostDir: t.TempDir(),
+		HostDir:    t.TempDir(),
+		ScratchDir: e.scratch,
 	})
 	return e
 }

@@ -80,6 +80,8 @@ type tracker struct {
 	// layersCommit: layers are complete when committed (pulls), not when
 	// their last byte moved (pushes).
 	layersCommit bool
+	// ahead inflates a pull's layers ahead of their turn.
+	ahead *ahead
 }
 
 type blobState struct {

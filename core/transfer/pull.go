@@ -97,6 +97,10 @@ func (e *Engine) Pull(ctx context.Context, req PullRequest) (*PullResult, error)
 	defer done()
 	tr := newTracker(req.Progress, EventDownloading)
 	tr.layersCommit = true
+	if len(req.Unpack) > 0 {
+		tr.ahead = newAhead(ctx, e.cfg.ScratchDir, e.cfg.Content, e.inflaters)
+		defer tr.ahead.close()
+	}
 	ctx = withTracker(ctx, tr)
 
 	hooks, err := e.unpackHooks(ctx, req)
@@ -139,12 +143,14 @@ func (e *Engine) fetch(ctx context.Context, ref reference.Reference, req PullReq
 		Progress:     tr.transferred,
 		ManifestHook: func(_ context.Context, desc ocispec.Descriptor, m ocispec.Manifest) {
 			tr.children(desc, append([]ocispec.Descriptor{m.Config}, m.Layers...))
+			tr.ahead.manifest(desc, m)
 		},
 	}
 	// The layer hook runs once a layer is verified and stored: report it
 	// complete, then offer it to the unpacks.
 	opts.LayerHook = func(ctx context.Context, manifest ocispec.Descriptor, index int, layer ocispec.Descriptor) error {
 		tr.committed(layer)
+		tr.ahead.landed(manifest, index, layer)
 		return hooks.layer(ctx, manifest, index, layer)
 	}
 	img, err := r.Fetch(ctx, ref.Name()+"@"+root.Digest.String(), e.cfg.Content, opts)

@@ -49,6 +49,9 @@ func TestPullUnpacksAndRecords(t *testing.T) {
 		t.Fatalf("unpacked %+v, want 4 layers applied into %s", res.Unpacked, e.sn)
 	}
 	e.checkRootFS(ctx, res.Unpacked[0].ChainID, testimages.MultiLayerExpected())
+	if left := e.scratchLeft(); len(left) != 0 {
+		t.Errorf("layers inflated ahead left behind: %v", left)
+	}
 
 	// Every layer goes waiting → … → complete → extracting → extracted.
 	r, _ := img.Resolve("")
@@ -188,6 +191,9 @@ func TestCorruptBlobFailsPullLeavingNothing(t *testing.T) {
 	chain := images.ChainIDs(r.Config.RootFS.DiffIDs)
 	if e.committed(ctx)[chain[2].String()] {
 		t.Errorf("snapshot of the corrupted layer committed")
+	}
+	if left := e.scratchLeft(); len(left) != 0 {
+		t.Errorf("a failed pull left inflated layers: %v", left)
 	}
 	// Nothing is held once the lease is gone.
 	e.gc(ctx)

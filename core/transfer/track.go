@@ -43,17 +43,26 @@ type readTracker struct {
 }
 
 func (r *readTracker) ReaderAt(ctx context.Context, desc ocispec.Descriptor) (content.ReaderAt, error) {
-	ra, err := r.Store.ReaderAt(ctx, desc)
 	t := trackerFrom(ctx)
-	if err != nil || t == nil || !images.IsLayerType(desc.MediaType) {
-		return ra, err
+	if t == nil || !images.IsLayerType(desc.MediaType) {
+		return r.Store.ReaderAt(ctx, desc)
+	}
+	// The layer inflated ahead of its turn, if it was.
+	ra, ok := t.ahead.open(ctx, desc)
+	if !ok {
+		var err error
+		if ra, err = r.Store.ReaderAt(ctx, desc); err != nil {
+			return nil, err
+		}
 	}
 	t.extracting(desc, 0)
 	return &countingReaderAt{ReaderAt: ra, desc: desc, t: t}, nil
 }
 
-// countingReaderAt reports the furthest offset read. Appliers read layers
-// front to back, so that is the bytes consumed.
+// countingReaderAt reports the share of the layer read, as bytes of the
+// blob (the plain tar read instead of a blob is longer: its offsets are
+// scaled). Appliers read layers front to back, so the furthest offset read
+// is what was consumed.
 type countingReaderAt struct {
 	content.ReaderAt
 	desc ocispec.Descriptor
@@ -65,6 +74,9 @@ func (c *countingReaderAt) ReadAt(p []byte, off int64) (int, error) {
 	n, err := c.ReaderAt.ReadAt(p, off)
 	if end := off + int64(n); n > 0 && end > c.max.Load() {
 		c.max.Store(end)
+		if size := c.ReaderAt.Size(); size > 0 && size != c.desc.Size {
+			end = int64(float64(end) / float64(size) * float64(c.desc.Size))
+		}
 		c.t.extracting(c.desc, end)
 	}
 	return n, err
@@ -82,8 +94,12 @@ type applyTracker struct {
 
 func (a *applyTracker) Apply(ctx context.Context, desc ocispec.Descriptor, mounts []mount.Mount, opts ...diff.ApplyOpt) (ocispec.Descriptor, error) {
 	out, err := a.Applier.Apply(ctx, desc, mounts, opts...)
+	t := trackerFrom(ctx)
+	if t != nil {
+		t.ahead.done(desc)
+	}
 	if err == nil {
-		trackerFrom(ctx).extracted(desc)
+		t.extracted(desc)
 	}
 	return out, err
 }

@@ -19,6 +19,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
+	"runtime"
 	"time"
 
 	"github.com/berthd/berth/core/content"
@@ -65,7 +67,11 @@ type Config struct {
 	HostDir string
 	// UserAgent is sent to registries; default "berth".
 	UserAgent string
-	Logger    *slog.Logger
+	// ScratchDir holds layers inflated ahead of their turn during pulls
+	// (on the same disk as the content, not in memory); "" turns that off.
+	// Anything in it when the engine starts is a leftover and removed.
+	ScratchDir string
+	Logger     *slog.Logger
 }
 
 // Engine pulls and pushes. It is safe for concurrent use.
@@ -73,9 +79,13 @@ type Engine struct {
 	cfg    Config
 	limits *remotes.Limits
 	log    *slog.Logger
+	// inflaters bounds layers inflated ahead over all pulls: one core is
+	// left for the extraction they feed.
+	inflaters chan struct{}
 }
 
-// New returns an Engine.
+// New returns an Engine. A ScratchDir that cannot be made turns inflating
+// ahead off (logged): pulls still work.
 func New(cfg Config) *Engine {
 	if cfg.HostDir == "" {
 		cfg.HostDir = DefaultHostDir
@@ -83,7 +93,20 @@ func New(cfg Config) *Engine {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Engine{cfg: cfg, limits: remotes.NewLimits(cfg.MaxConcurrentDownloads), log: cfg.Logger}
+	if cfg.ScratchDir != "" {
+		err := os.RemoveAll(cfg.ScratchDir)
+		if err == nil {
+			err = os.MkdirAll(cfg.ScratchDir, 0o700)
+		}
+		if err != nil {
+			cfg.Logger.Warn("pull scratch folder unusable; layers will not be inflated ahead", "dir", cfg.ScratchDir, "error", err)
+			cfg.ScratchDir = ""
+		}
+	}
+	return &Engine{
+		cfg: cfg, limits: remotes.NewLimits(cfg.MaxConcurrentDownloads), log: cfg.Logger,
+		inflaters: make(chan struct{}, max(1, runtime.NumCPU()-1)),
+	}
 }
 
 // Registry says how one request reaches its registry.

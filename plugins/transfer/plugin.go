@@ -9,6 +9,7 @@ package transfer
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 
 	"github.com/containerd/errdefs"
 
@@ -126,6 +127,7 @@ func initEngine(ic *plugins.InitContext) (any, error) {
 		MaxConcurrentDownloads: cfg.MaxConcurrentDownloads,
 		HostDir:                cfg.ConfigPath,
 		UserAgent:              "berth/" + version.Version,
+		ScratchDir:             filepath.Join(ic.Root, "inflate"),
 	})
 	ic.Meta.Exports["config_path"] = cfg.ConfigPath
 	return &Engine{Engine: e, Unpack: cfg.Unpack}, nil
