@@ -95,7 +95,11 @@ func serveTasks(f *flags, ready *os.File) error {
 	}
 	r := reaper.New()
 	go r.Run(ctx)
-	pub := events.NewPublisher(os.Getenv(EnvTTRPCAddress), f.namespace, 0)
+	ttrpcAddress := os.Getenv(EnvTTRPCAddress)
+	if ttrpcAddress == "" {
+		slog.Warn(EnvTTRPCAddress + " is not set: events are queued and dropped")
+	}
+	pub := events.NewPublisher(ttrpcAddress, f.namespace, 0)
 	svc := task.New(ctx, task.Config{
 		Namespace:   f.namespace,
 		RuntimeRoot: DefaultRuntimeRoot(f.address),
