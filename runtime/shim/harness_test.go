@@ -529,7 +529,7 @@ func (c *container) cleanup() {
 		cmd.Env = c.shimEnv()
 		cmd.Run()
 	}
-	for _, ctrl := range []string{"cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "systemd", "unified"} {
+	for _, ctrl := range []string{"", "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "systemd", "unified"} {
 		os.Remove(filepath.Join("/sys/fs/cgroup", ctrl, "berth-shimtest-"+c.id))
 	}
 }
