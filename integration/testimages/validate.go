@@ -160,7 +160,10 @@ func (v *validator) index(desc ocispec.Descriptor) error {
 var (
 	ociLayerTypes = map[string]bool{
 		ocispec.MediaTypeImageLayer: true, ocispec.MediaTypeImageLayerGzip: true, ocispec.MediaTypeImageLayerZstd: true,
-		ocispec.MediaTypeImageLayerNonDistributable: true, ocispec.MediaTypeImageLayerNonDistributableGzip: true, //nolint:staticcheck // still valid to read
+		//lint:ignore SA1019 non-distributable layers are deprecated for writing, still valid to read
+		ocispec.MediaTypeImageLayerNonDistributable: true,
+		//lint:ignore SA1019 as above
+		ocispec.MediaTypeImageLayerNonDistributableGzip: true,
 	}
 	dockerLayerTypes = map[string]bool{mediaTypeDockerLayer: true, mediaTypeDockerGzip: true}
 )

@@ -62,13 +62,13 @@ func writeRecords(ctx context.Context, is images.Store, want []images.Image) ([]
 func (rw *recordWriter) write(ctx context.Context, img images.Image) (images.Image, error) {
 	prev, err := rw.is.Get(ctx, img.Name)
 	if errdefs.IsNotFound(err) {
-		created, err := rw.is.Create(ctx, img)
-		if err == nil {
+		created, cerr := rw.is.Create(ctx, img)
+		if cerr == nil {
 			rw.created = append(rw.created, img.Name)
 			return created, nil
 		}
-		if !errdefs.IsAlreadyExists(err) {
-			return images.Image{}, err
+		if !errdefs.IsAlreadyExists(cerr) {
+			return images.Image{}, cerr
 		}
 		// Created by someone else meanwhile: update theirs.
 		prev, err = rw.is.Get(ctx, img.Name)

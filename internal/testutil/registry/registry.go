@@ -52,11 +52,10 @@ type Registry struct {
 func (r *Registry) URL() string { return r.Scheme + "://" + r.Host }
 
 type options struct {
-	tls       bool
-	ca        *CA
-	basic     map[string]string
-	token     map[string]string
-	extraYAML string
+	tls   bool
+	ca    *CA
+	basic map[string]string
+	token map[string]string
 }
 
 // Option changes how the registry is started.
