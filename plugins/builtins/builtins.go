@@ -9,6 +9,7 @@ import (
 	_ "github.com/berthd/berth/plugins/grpcapi"
 	_ "github.com/berthd/berth/plugins/metadata"
 	_ "github.com/berthd/berth/plugins/network"
+	_ "github.com/berthd/berth/plugins/runtime"
 	_ "github.com/berthd/berth/plugins/snapshotters"
 	_ "github.com/berthd/berth/plugins/transfer"
 	_ "github.com/berthd/berth/plugins/volumes"

@@ -4,7 +4,6 @@ package command
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -51,7 +50,7 @@ func New() *cobra.Command {
 	fl.StringVar(&f.state, "state", "", "runtime state folder (default from config: "+server.DefaultState+")")
 	fl.StringVarP(&f.address, "address", "a", "", "gRPC socket (default from config: "+server.DefaultAddress+")")
 	fl.StringVarP(&f.logLevel, "log-level", "l", "", "log level: debug, info, warn, error")
-	cmd.AddCommand(configCommand(f), publishCommand())
+	cmd.AddCommand(configCommand(f), publishCommand(f))
 	return cmd
 }
 
@@ -139,17 +138,4 @@ func configCommand(f *flags) *cobra.Command {
 		},
 	})
 	return cmd
-}
-
-// publishCommand is the publish helper containerd shims call to send
-// events; it lands with the runtime.
-func publishCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:    "publish",
-		Short:  "publish an event read from stdin (called by shims)",
-		Hidden: true,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return fmt.Errorf("publish is not available in this build")
-		},
-	}
 }

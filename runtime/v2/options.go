@@ -1,0 +1,57 @@
+package v2
+
+import (
+	"fmt"
+	"strings"
+	"syscall"
+
+	"github.com/containerd/containerd/api/types/runc/options"
+	"github.com/containerd/errdefs"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// runcOptionsType is the type URL of containerd.runc.v1.Options.
+var runcOptionsType = string((&options.Options{}).ProtoReflect().Descriptor().FullName())
+
+// isRuncRuntime reports whether runtime is one of the runc shims, which take
+// containerd.runc.v1.Options.
+func isRuncRuntime(runtime string) bool {
+	return strings.Contains(runtime, ".runc.") || strings.Contains(runtime, "shim-runc-")
+}
+
+// runcOptions returns the options for a runc shim's Create: the given
+// ones with the OCI runtime root set to berth's when they name none, so
+// runc's state never lands in /run/runc or containerd's folders. Other
+// runtimes get their options unchanged.
+func (m *Manager) runcOptions(runtime string, given *anypb.Any) (*anypb.Any, error) {
+	if !isRuncRuntime(runtime) {
+		return given, nil
+	}
+	opts := &options.Options{}
+	if given != nil && (given.TypeUrl != "" || len(given.Value) > 0) {
+		if strings.TrimPrefix(given.TypeUrl, "type.googleapis.com/") != runcOptionsType {
+			// An options type this side does not know; the shim decides.
+			return given, nil
+		}
+		if err := proto.Unmarshal(given.Value, opts); err != nil {
+			return nil, fmt.Errorf("decode runc options: %v: %w", err, errdefs.ErrInvalidArgument)
+		}
+	}
+	if opts.Root == "" {
+		opts.Root = m.opts.RuntimeRoot
+	}
+	data, err := proto.Marshal(opts)
+	if err != nil {
+		return nil, fmt.Errorf("encode runc options: %w", err)
+	}
+	typeURL := runcOptionsType
+	if given != nil && given.TypeUrl != "" {
+		typeURL = given.TypeUrl
+	}
+	return &anypb.Any{TypeUrl: typeURL, Value: data}, nil
+}
+
+func killPid(pid int) {
+	syscall.Kill(pid, syscall.SIGKILL)
+}
