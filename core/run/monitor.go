@@ -1,0 +1,248 @@
+package run
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/berthd/berth/core/namespaces"
+)
+
+// Restart backoff, as Docker's: the first restart after 100 ms, each
+// quick failure doubling the delay up to a minute; a run of at least ten
+// seconds resets it.
+const (
+	backoffInitial = 100 * time.Millisecond
+	backoffMax     = time.Minute
+	backoffReset   = 10 * time.Second
+)
+
+// exitUnknown is the exit code of a container whose task vanished with
+// its status (its shim's state was lost, as at a reboot).
+const exitUnknown = 255
+
+// monitor waits for run's exit and records it.
+func (m *Manager) monitor(ns, id string, e *entry, run *runState) {
+	defer m.wg.Done()
+	ctx := namespaces.WithNamespace(m.ctx, ns)
+	for {
+		exit, err := run.task.Wait(ctx)
+		if m.ctx.Err() != nil {
+			return // berthd stops; the container keeps running
+		}
+		if err == nil {
+			m.handleExit(ns, id, e, run, exit)
+			return
+		}
+		st, serr := run.task.Status(ctx)
+		if serr == nil && st.Status != "stopped" {
+			// The wait broke but the task lives: wait again.
+			slog.Warn("wait for container exit", "id", id, "error", err)
+			select {
+			case <-time.After(time.Second):
+				continue
+			case <-m.ctx.Done():
+				return
+			}
+		}
+		if serr == nil {
+			exit = st.Exit
+		} else {
+			exit = Exit{Status: exitUnknown, At: time.Now().UTC()}
+		}
+		m.handleExit(ns, id, e, run, exit)
+		return
+	}
+}
+
+// handleExit records the end of run, deletes its task, and restarts or
+// removes the container as its settings say.
+func (m *Manager) handleExit(ns, id string, e *entry, run *runState, exit Exit) {
+	ctx := namespaces.WithNamespace(context.WithoutCancel(m.ctx), ns)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.run != run {
+		return
+	}
+	e.run = nil
+	if run.task != nil {
+		// Deleting the task makes the shim flush the container's output
+		// into the log.
+		if del, err := run.task.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
+			slog.Warn("delete exited task", "id", id, "error", err)
+		} else if err == nil && exit.At.IsZero() {
+			exit = del
+		}
+	}
+	close(run.drained)
+	run.closeStdin()
+	if exit.At.IsZero() {
+		exit.At = time.Now().UTC()
+	}
+	code := int(exit.Status)
+	run.code = code
+	r, err := m.get(ctx, id)
+	if err != nil {
+		if !errdefs.IsNotFound(err) {
+			slog.Warn("record container exit", "id", id, "error", err)
+		}
+		close(run.done)
+		e.notifyExited(code)
+		return
+	}
+	r.State.Status, r.State.Pid, r.State.ExitCode, r.State.FinishedAt = StatusExited, 0, code, exit.At.UTC()
+	restart, delay := m.shouldRestart(e, &r, run.started)
+	if restart {
+		r.State.Status = StatusRestarting
+		r.State.RestartCount++
+		m.scheduleRestart(ns, id, e, delay)
+	}
+	if err := m.saveState(ctx, &r); err != nil {
+		slog.Warn("record container exit", "id", id, "error", err)
+	}
+	close(run.done)
+	if r.Config.Options.AutoRemove && !restart {
+		if err := m.removeLocked(ctx, ns, e, &r, true); err != nil {
+			slog.Warn("remove container at exit (--rm)", "id", id, "error", err)
+		}
+	}
+	e.notifyExited(code)
+}
+
+// shouldRestart applies r's restart policy to the exit in r.State and
+// returns the delay before the restart.
+func (m *Manager) shouldRestart(e *entry, r *Record, started time.Time) (bool, time.Duration) {
+	p, st := r.Config.Options.RestartPolicy, r.State
+	yes := false
+	switch p.Name {
+	case RestartAlways, RestartUnlessStopped:
+		yes = !st.StoppedByUser
+	case RestartOnFailure:
+		yes = !st.StoppedByUser && st.ExitCode != 0 && (p.MaximumRetryCount == 0 || st.RestartCount < p.MaximumRetryCount)
+	}
+	if !yes || m.ctx.Err() != nil {
+		e.backoff = 0
+		return false, 0
+	}
+	if e.backoff == 0 || time.Since(started) >= backoffReset {
+		e.backoff = backoffInitial
+	} else {
+		e.backoff = min(e.backoff*2, backoffMax)
+	}
+	return true, e.backoff
+}
+
+// scheduleRestart starts container id after delay; e.mu is held.
+func (m *Manager) scheduleRestart(ns, id string, e *entry, delay time.Duration) {
+	e.stopTimer()
+	e.timer = time.AfterFunc(delay, func() { m.restartNow(ns, id, e) })
+}
+
+// restartNow starts a container its restart policy brings back.
+func (m *Manager) restartNow(ns, id string, e *entry) {
+	if m.ctx.Err() != nil {
+		return
+	}
+	ctx := namespaces.WithNamespace(context.WithoutCancel(m.ctx), ns)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.timer = nil
+	if e.run != nil {
+		return
+	}
+	r, err := m.get(ctx, id)
+	if err != nil || r.State.Status != StatusRestarting {
+		return
+	}
+	started := time.Now()
+	err = m.startLocked(ctx, ns, e, &r)
+	if err == nil {
+		return
+	}
+	slog.Warn("restart container", "id", id, "error", err)
+	// A failed start counts as a failed run: the policy decides again.
+	if r, err = m.get(ctx, id); err != nil {
+		return
+	}
+	if restart, delay := m.shouldRestart(e, &r, started); restart {
+		r.State.Status = StatusRestarting
+		r.State.RestartCount++
+		m.scheduleRestart(ns, id, e, delay)
+	} else {
+		r.State.Status = StatusExited
+	}
+	if err := m.saveState(ctx, &r); err != nil {
+		slog.Warn("record restart", "id", id, "error", err)
+	}
+}
+
+// Reconcile brings berthd's view in line with the tasks after a start:
+// running containers get their monitor back (and those whose task ended
+// meanwhile have their exit recorded and their policy applied), pending
+// restarts are rescheduled, and containers with restart policy always,
+// or unless-stopped without a user's stop, that are not running are
+// started, as Docker does when its daemon starts.
+func (m *Manager) Reconcile(ctx context.Context, namespaceList []string) error {
+	var errs []error
+	for _, ns := range namespaceList {
+		nctx := namespaces.WithNamespace(ctx, ns)
+		all, err := m.List(nctx)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, r := range all {
+			if !r.Managed {
+				continue
+			}
+			if err := m.reconcileOne(nctx, ns, r); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (m *Manager) reconcileOne(ctx context.Context, ns string, r Record) error {
+	rt, err := m.runtime()
+	if err != nil {
+		return err
+	}
+	e := m.entry(ns, r.ID)
+	e.mu.Lock()
+	if e.run != nil {
+		e.mu.Unlock()
+		return nil
+	}
+	switch {
+	case r.State.Running():
+		task, err := rt.Get(ctx, r.ID)
+		if err != nil && !errdefs.IsNotFound(err) {
+			e.mu.Unlock()
+			return err
+		}
+		run := &runState{task: task, started: r.State.StartedAt, done: make(chan struct{}), drained: make(chan struct{})}
+		e.run = run
+		e.mu.Unlock()
+		if task == nil {
+			m.handleExit(ns, r.ID, e, run, Exit{Status: exitUnknown, At: time.Now().UTC()})
+			return nil
+		}
+		m.wg.Add(1)
+		go m.monitor(ns, r.ID, e, run)
+		return nil
+	case r.State.Status == StatusRestarting:
+		m.scheduleRestart(ns, r.ID, e, 0)
+	case r.State.Status == StatusExited && r.Config.Options.AutoRemove:
+		err = m.removeLocked(ctx, ns, e, &r, true)
+	case r.State.Status == StatusExited && (r.Config.Options.RestartPolicy.Name == RestartAlways ||
+		r.Config.Options.RestartPolicy.Name == RestartUnlessStopped && !r.State.StoppedByUser):
+		r.State.StoppedByUser = false
+		err = m.startLocked(ctx, ns, e, &r)
+	}
+	e.mu.Unlock()
+	return err
+}
