@@ -163,6 +163,7 @@ func (m *Manager) reconnect(ctx context.Context, t *Task) error {
 	t.mu.Lock()
 	t.pid = resp.TaskPid
 	t.mu.Unlock()
+	t.shimPid = int(resp.ShimPid)
 	return nil
 }
 

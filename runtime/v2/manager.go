@@ -90,8 +90,12 @@ type Manager struct {
 	opts Options
 	self string // berthd's own binary, the shims' publish binary
 
-	mu      sync.Mutex
-	tasks   map[string]*Task // by namespace "/" id
+	mu    sync.Mutex
+	tasks map[string]*Task // by namespace "/" id
+	// exiting holds the pids of shims told to shut down, by task key: a
+	// new task of the same id waits for it, as it would otherwise find the
+	// old shim still serving its socket and join it.
+	exiting map[string]int
 	hooks   []DeleteHook
 	died    []TaskDeleted // found dead at start, replayed to late hooks
 	closing bool
@@ -115,7 +119,7 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("find berthd's binary: %w", err)
 	}
-	m := &Manager{opts: opts, self: self, tasks: map[string]*Task{}}
+	m := &Manager{opts: opts, self: self, tasks: map[string]*Task{}, exiting: map[string]int{}}
 	if err := m.load(ctx); err != nil {
 		return nil, err
 	}
@@ -183,6 +187,7 @@ func (m *Manager) Create(ctx context.Context, id string, opts CreateOpts) (_ *Ta
 	if err := m.reserve(t); err != nil {
 		return nil, err
 	}
+	m.awaitShimExit(key(ns, id))
 	defer func() {
 		if err != nil {
 			m.forget(t)
@@ -243,10 +248,12 @@ func (m *Manager) startTask(ctx context.Context, t *Task, opts CreateOpts) (err 
 	if shimOpts == nil {
 		shimOpts = opts.RuntimeOptions
 	}
+	began := time.Now()
 	address, err := m.startShim(ctx, t.binary, t.namespace, t.id, t.bundle.path, shimOpts)
 	if err != nil {
 		return err
 	}
+	started := time.Now()
 	if err := os.WriteFile(filepath.Join(t.bundle.path, AddressFile), []byte("unix://"+address), 0o600); err != nil {
 		m.killShim(t)
 		return fmt.Errorf("record shim address: %w", err)
@@ -254,6 +261,9 @@ func (m *Manager) startTask(ctx context.Context, t *Task, opts CreateOpts) (err 
 	if err := m.connect(t, address); err != nil {
 		m.killShim(t)
 		return err
+	}
+	if resp, err := t.shim.Connect(ctx, &taskapi.ConnectRequest{ID: t.id}); err == nil {
+		t.shimPid = int(resp.ShimPid)
 	}
 	createOpts, err := m.runcOptions(t.runtime, shimOpts)
 	if err != nil {
@@ -270,8 +280,14 @@ func (m *Manager) startTask(ctx context.Context, t *Task, opts CreateOpts) (err 
 	resp, err := t.shim.Create(context.WithoutCancel(ctx), req)
 	if err != nil {
 		m.stopShim(ctx, t)
+		// Whatever the runtime or the mounts left goes too.
+		if _, derr := m.deleteShim(ctx, t.binary, t.namespace, t.id, t.bundle.path); derr != nil {
+			slog.Warn("shim delete after failed create", "namespace", t.namespace, "id", t.id, "error", derr)
+		}
 		return fmt.Errorf("create task %q: %w", t.id, errgrpc.ToNative(err))
 	}
+	slog.Debug("task created", "namespace", t.namespace, "id", t.id,
+		"shim_start", started.Sub(began), "create", time.Since(started))
 	t.mu.Lock()
 	t.pid = resp.Pid
 	m.markCreated(t)
@@ -312,10 +328,30 @@ func (m *Manager) stopShim(ctx context.Context, t *Task) {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
 	if _, err := t.shim.Shutdown(sctx, &taskapi.ShutdownRequest{ID: t.id}); err != nil && !errors.Is(err, ttrpc.ErrClosed) {
-		slog.Warn("shut down shim of failed task", "namespace", t.namespace, "id", t.id, "error", err)
+		slog.Warn("shut down shim", "namespace", t.namespace, "id", t.id, "error", err)
 		m.killShim(t)
 	}
 	t.closeConn()
+	if t.shimPid > 0 {
+		m.mu.Lock()
+		m.exiting[key(t.namespace, t.id)] = t.shimPid
+		m.mu.Unlock()
+	}
+}
+
+// shimExitTimeout bounds the wait for a shim told to shut down.
+const shimExitTimeout = 5 * time.Second
+
+// awaitShimExit waits until the shim last shut down for the task key has
+// exited; it takes a few milliseconds after its Shutdown reply.
+func (m *Manager) awaitShimExit(k string) {
+	m.mu.Lock()
+	pid, ok := m.exiting[k]
+	delete(m.exiting, k)
+	m.mu.Unlock()
+	if ok {
+		waitPidExit(pid, shimExitTimeout)
+	}
 }
 
 // killShim kills the shim named in the bundle's shim.pid, for shims that
@@ -329,6 +365,9 @@ func (m *Manager) killShim(t *Task) {
 	var pid int
 	if _, err := fmt.Sscan(string(data), &pid); err == nil && pid > 1 {
 		killPid(pid)
+	}
+	if pid <= 1 && t.shimPid > 1 {
+		killPid(t.shimPid)
 	}
 }
 

@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/errdefs"
 	"google.golang.org/protobuf/proto"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -54,4 +56,29 @@ func (m *Manager) runcOptions(runtime string, given *anypb.Any) (*anypb.Any, err
 
 func killPid(pid int) {
 	syscall.Kill(pid, syscall.SIGKILL)
+}
+
+// waitPidExit waits up to limit for process pid to exit, through a pidfd
+// (the shim is not berthd's child).
+func waitPidExit(pid int, limit time.Duration) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return // gone already (ESRCH), or no pidfd: nothing to wait on
+	}
+	defer unix.Close(fd)
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	deadline := time.Now().Add(limit)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return
+		}
+		n, err := unix.Poll(fds, int(left.Milliseconds())+1)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || n > 0 {
+			return
+		}
+	}
 }

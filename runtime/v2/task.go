@@ -49,6 +49,9 @@ type Task struct {
 	shim    taskapi.TTRPCTaskService
 	stopLog func()
 
+	// shimPid is the long-lived shim's pid, once known.
+	shimPid int
+
 	mu  sync.Mutex
 	pid uint32
 	// created is set once the task exists in its shim; before that it is
