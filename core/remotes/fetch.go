@@ -45,6 +45,10 @@ type IngestOptions struct {
 	// Labels are set on the committed blob beside the
 	// distribution-source label.
 	Labels map[string]string
+	// Started, when set, is called once the blob is being taken care of:
+	// it holds a download slot, another fetch of it is under way, or it
+	// turned out to be stored already (or the ingest failed first).
+	Started func()
 }
 
 // Fetcher reads the content of one repository from its pull endpoints.
@@ -237,13 +241,28 @@ func (f *Fetcher) Ingest(ctx context.Context, store content.Ingester, desc ocisp
 	if err := validateDescriptor(desc); err != nil {
 		return err
 	}
-	ran, err := collapse(ctx, desc.Digest, func() error { return f.ingest(ctx, store, desc, opts) })
+	if opts.Started != nil {
+		opts.Started = onceFunc(opts.Started)
+		defer opts.Started()
+	}
+	ran, err := collapse(ctx, desc.Digest, func() error { return f.ingest(ctx, store, desc, opts) }, opts.started)
 	if ran || err != nil {
 		return err
 	}
 	// Another fetch of this digest ended; in a shared store the writer now
 	// reports that the blob exists.
 	return f.ingest(ctx, store, desc, opts)
+}
+
+func (o IngestOptions) started() {
+	if o.Started != nil {
+		o.Started()
+	}
+}
+
+func onceFunc(fn func()) func() {
+	var once sync.Once
+	return func() { once.Do(fn) }
 }
 
 func (f *Fetcher) ingest(ctx context.Context, store content.Ingester, desc ocispec.Descriptor, opts IngestOptions) error {
@@ -261,6 +280,7 @@ func (f *Fetcher) ingest(ctx context.Context, store content.Ingester, desc ocisp
 		w.Close()
 		return err
 	}
+	opts.started()
 	err = f.download(ctx, w, desc, f.labels(opts.Labels), opts.Progress)
 	release(f.r.downloads)
 	w.Close()

@@ -23,11 +23,15 @@ var flights = struct {
 }{m: map[digest.Digest]*flight{}}
 
 // collapse runs fn unless another collapse for dgst is running, in which
-// case it waits for that one. It reports whether fn ran, and fn's error.
-func collapse(ctx context.Context, dgst digest.Digest, fn func() error) (ran bool, err error) {
+// case it waits for that one (calling joined, when set, first). It reports
+// whether fn ran, and fn's error.
+func collapse(ctx context.Context, dgst digest.Digest, fn func() error, joined ...func()) (ran bool, err error) {
 	flights.mu.Lock()
 	if fl, ok := flights.m[dgst]; ok {
 		flights.mu.Unlock()
+		for _, j := range joined {
+			j()
+		}
 		select {
 		case <-fl.done:
 			return false, nil

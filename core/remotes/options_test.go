@@ -2,9 +2,11 @@ package remotes_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -13,6 +15,7 @@ import (
 	"github.com/berthd/berth/core/remotes/hosts"
 	"github.com/berthd/berth/integration/testimages"
 	"github.com/berthd/berth/internal/testutil/registry"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // A credential callback is asked only when the registry challenges, and
@@ -99,5 +102,34 @@ func TestLogin(t *testing.T) {
 		if !c.ok {
 			assertUnauthorized(t, c.name, err, c.host, c.pass)
 		}
+	}
+}
+
+// Blobs take download slots in manifest order, so under a bound of one the
+// registry sees config, then layers bottom up.
+func TestDownloadsInManifestOrder(t *testing.T) {
+	t.Parallel()
+	img := buildImage(t, testimages.MultiLayer)
+	reg, _ := pushed(t, img, "order:1")
+	proxy := registry.NewProxy(t, reg)
+	r := remotes.NewResolver(remotes.Options{Limits: remotes.NewLimits(1)})
+	if _, err := r.Fetch(testContext(t), proxy.Host+"/order:1", newStore(t), remotes.FetchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var m ocispec.Manifest
+	if err := json.Unmarshal(img.Blobs[img.Target.Digest], &m); err != nil {
+		t.Fatal(err)
+	}
+	var want, got []string
+	for _, d := range append([]ocispec.Descriptor{m.Config}, m.Layers...) {
+		want = append(want, d.Digest.String())
+	}
+	for _, q := range proxy.Requests() {
+		if i := strings.LastIndex(q.Path, "/blobs/"); q.Method == http.MethodGet && i >= 0 {
+			got = append(got, q.Path[i+len("/blobs/"):])
+		}
+	}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("blobs fetched in the order\n%v\nwant\n%v", got, want)
 	}
 }

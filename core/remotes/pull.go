@@ -223,16 +223,34 @@ func (p *puller) pullManifest(ctx context.Context, desc ocispec.Descriptor) (Man
 	return Manifest{Descriptor: desc, Manifest: m}, nil
 }
 
-// fetchBlobs ingests config and layers concurrently. Layer hooks wait for
-// the config, which an unpacker needs to check layers against.
+// fetchBlobs ingests config and layers concurrently. Downloads take their
+// slots in manifest order (config, then layers bottom up), so that under
+// the concurrency bound the layer an unpacker needs first arrives first.
+// Layer hooks wait for the config, which an unpacker needs to check layers
+// against.
 func (p *puller) fetchBlobs(ctx context.Context, desc ocispec.Descriptor, m ocispec.Manifest) error {
 	g, gctx := errgroup.WithContext(ctx)
 	configDone := make(chan struct{})
-	ingest := func(d ocispec.Descriptor) error {
-		return p.f.Ingest(gctx, p.store, d, IngestOptions{Progress: p.opts.Progress})
+	// turn is closed when the previous blob has started: each blob waits
+	// for it before asking for a slot.
+	turn := make(chan struct{})
+	close(turn)
+	ingest := func(d ocispec.Descriptor, prev <-chan struct{}, started chan struct{}) error {
+		select {
+		case <-prev:
+		case <-gctx.Done():
+			return gctx.Err()
+		}
+		return p.f.Ingest(gctx, p.store, d, IngestOptions{Progress: p.opts.Progress, Started: func() { close(started) }})
 	}
+	next := func() (<-chan struct{}, chan struct{}) {
+		prev, started := turn, make(chan struct{})
+		turn = started
+		return prev, started
+	}
+	prev, started := next()
 	g.Go(func() error {
-		if err := ingest(m.Config); err != nil {
+		if err := ingest(m.Config, prev, started); err != nil {
 			return fmt.Errorf("config: %w", err)
 		}
 		close(configDone)
@@ -242,8 +260,9 @@ func (p *puller) fetchBlobs(ctx context.Context, desc ocispec.Descriptor, m ocis
 		if isNonDistributable(layer.MediaType) {
 			continue
 		}
+		prev, started := next()
 		g.Go(func() error {
-			if err := ingest(layer); err != nil {
+			if err := ingest(layer, prev, started); err != nil {
 				return fmt.Errorf("layer %d: %w", i, err)
 			}
 			if p.opts.LayerHook == nil {
