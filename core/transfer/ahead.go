@@ -15,26 +15,38 @@ import (
 	"github.com/berthd/berth/core/content"
 )
 
-// Layers are applied one after the other, each on its parent, and applying
-// a gzip layer is mostly inflating it: done in line, one core inflates
-// while the other cores wait for the chain. So a layer that lands while an
-// earlier one is still to be applied is inflated at once, in the
-// background, into a plain tar in a scratch folder; when its turn comes
-// the applier reads that instead of the blob (TrackReads hands it over),
-// and the chain only waits for the extraction itself. A layer whose turn
-// has come when it lands is applied from the blob, streaming as before.
+// Layers are applied one after the other, each on its parent, so one
+// layer's work — inflating and extracting thousands of files — would
+// hold up all the layers above it while other cores idle. A layer that
+// lands while an earlier one is still to be applied is therefore worked on
+// at once, in the background, in a scratch folder:
 //
-// The plain tar is made from the verified blob and the applier still
-// checks its digest against the diff ID, so nothing is trusted that would
-// not be otherwise. The scratch files are removed as soon as their layer
-// is applied (and all of them when the pull ends), usually before the
-// kernel has written them out.
+//   - into overlayfs (each layer a directory of its own, written without
+//     looking at the layers below it) it is extracted in full, in overlay
+//     whiteout mode, exactly as the applier would into its snapshot's upper
+//     directory, and its diff ID computed on the way; when its turn comes
+//     the applier (TrackApplies) checks the diff ID and moves the entries
+//     into the upper directory, which takes a few renames;
+//   - into any other snapshotter it is inflated into a plain tar, which the
+//     applier reads instead of the blob (TrackReads), so that the chain
+//     waits for extraction alone.
+//
+// A layer whose turn has come when it lands is applied from the blob,
+// streaming, as are layers whose background work failed or whose snapshot
+// turns out not to be an overlay upper directory on the scratch folder's
+// filesystem. The work starts from the verified blob and the diff ID is
+// checked before anything is moved, so nothing is trusted that would not be
+// otherwise. Scratch entries are removed once their layer is applied, and
+// all of them when the pull ends.
 
-// ahead is one pull's background decompression.
+// ahead is one pull's background layer work.
 type ahead struct {
 	dir   string
 	store content.Provider
 	slots chan struct{}
+	// extract makes staged directories (overlayfs) rather than plain tars.
+	extract bool
+	tr      *tracker
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -46,23 +58,27 @@ type ahead struct {
 	plain   map[digest.Digest]*plainLayer
 }
 
-// plainLayer is a layer's uncompressed tar, once done is closed.
+// plainLayer is a layer's background work, once done is closed: a plain
+// tar of size bytes at path, or (staged) a directory holding the extracted
+// layer whose tar had digest diffID and size bytes.
 type plainLayer struct {
-	done chan struct{}
-	path string
-	size int64
-	err  error
+	done   chan struct{}
+	staged bool
+	path   string
+	size   int64
+	diffID digest.Digest
+	err    error
 }
 
 var errNotCompressed = errors.New("layer is not compressed")
 
-func newAhead(ctx context.Context, dir string, store content.Provider, slots chan struct{}) *ahead {
+func newAhead(ctx context.Context, dir string, store content.Provider, slots chan struct{}, extract bool, tr *tracker) *ahead {
 	if dir == "" {
 		return nil
 	}
 	actx, cancel := context.WithCancel(ctx)
 	return &ahead{
-		dir: dir, store: store, slots: slots, ctx: actx, cancel: cancel,
+		dir: dir, store: store, slots: slots, extract: extract, tr: tr, ctx: actx, cancel: cancel,
 		order: map[digest.Digest][]digest.Digest{}, applied: map[digest.Digest]bool{}, plain: map[digest.Digest]*plainLayer{},
 	}
 }
@@ -90,13 +106,17 @@ func (a *ahead) landed(manifest ocispec.Descriptor, index int, layer ocispec.Des
 	if _, ok := a.plain[layer.Digest]; ok || a.applied[layer.Digest] || a.turnLocked(manifest.Digest, index) {
 		return
 	}
-	pl := &plainLayer{done: make(chan struct{})}
+	pl := &plainLayer{done: make(chan struct{}), staged: a.extract}
 	a.plain[layer.Digest] = pl
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
 		defer close(pl.done)
-		pl.path, pl.size, pl.err = a.inflate(layer)
+		if pl.staged {
+			pl.path, pl.diffID, pl.size, pl.err = a.stage(layer)
+		} else {
+			pl.path, pl.size, pl.err = a.inflate(layer)
+		}
 	}()
 }
 
@@ -184,7 +204,7 @@ func (a *ahead) open(ctx context.Context, layer ocispec.Descriptor) (content.Rea
 	a.mu.Lock()
 	pl, ok := a.plain[layer.Digest]
 	a.mu.Unlock()
-	if !ok {
+	if !ok || pl.staged {
 		return nil, false
 	}
 	select {
@@ -223,9 +243,7 @@ func (a *ahead) done(layer ocispec.Descriptor) {
 	}
 	select {
 	case <-pl.done:
-		if pl.path != "" {
-			os.Remove(pl.path)
-		}
+		pl.remove()
 		delete(a.plain, layer.Digest)
 	default:
 		// Still inflating (the applier gave up waiting): close removes it.
@@ -242,9 +260,16 @@ func (a *ahead) close() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for d, pl := range a.plain {
-		if pl.path != "" {
-			os.Remove(pl.path)
-		}
+		pl.remove()
 		delete(a.plain, d)
+	}
+}
+
+// remove drops the scratch entry (a staged directory is empty once moved
+// into its snapshot, and whole only when it was not used).
+func (pl *plainLayer) remove() {
+	if pl.path != "" {
+		os.RemoveAll(pl.path)
+		pl.path = ""
 	}
 }

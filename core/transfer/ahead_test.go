@@ -57,7 +57,7 @@ func TestInflateAheadOnlyLayersWaitingTheirTurn(t *testing.T) {
 	layers := []ocispec.Descriptor{blob(t, store, plain[0], true), blob(t, store, plain[1], true), blob(t, store, plain[2], false)}
 	manifest := ocispec.Descriptor{Digest: digest.FromString("manifest")}
 
-	a := newAhead(ctx, dir, store, make(chan struct{}, 1))
+	a := newAhead(ctx, dir, store, make(chan struct{}, 1), false, nil)
 	a.manifest(manifest, ocispec.Manifest{Layers: layers})
 	a.landed(manifest, 0, layers[0]) // its turn: read from the blob
 	a.landed(manifest, 1, layers[1]) // waits for layer 0: inflated now
@@ -83,7 +83,7 @@ func TestInflateAheadOnlyLayersWaitingTheirTurn(t *testing.T) {
 	a.close()
 
 	// A layer whose predecessors are all applied when it lands streams.
-	b := newAhead(ctx, dir, store, make(chan struct{}, 1))
+	b := newAhead(ctx, dir, store, make(chan struct{}, 1), false, nil)
 	b.manifest(manifest, ocispec.Manifest{Layers: layers})
 	b.done(layers[0])
 	b.landed(manifest, 1, layers[1])
@@ -92,7 +92,7 @@ func TestInflateAheadOnlyLayersWaitingTheirTurn(t *testing.T) {
 	}
 	// close removes what was never applied.
 	b.landed(manifest, 0, layers[0])
-	c := newAhead(ctx, dir, store, make(chan struct{}, 1))
+	c := newAhead(ctx, dir, store, make(chan struct{}, 1), false, nil)
 	c.manifest(manifest, ocispec.Manifest{Layers: layers})
 	c.landed(manifest, 1, layers[1])
 	if _, ok := c.open(ctx, layers[1]); !ok {

@@ -97,16 +97,19 @@ func (e *Engine) Pull(ctx context.Context, req PullRequest) (*PullResult, error)
 	defer done()
 	tr := newTracker(req.Progress, EventDownloading)
 	tr.layersCommit = true
-	if len(req.Unpack) > 0 {
-		tr.ahead = newAhead(ctx, e.cfg.ScratchDir, e.cfg.Content, e.inflaters)
-		defer tr.ahead.close()
-	}
-	ctx = withTracker(ctx, tr)
-
 	hooks, err := e.unpackHooks(ctx, req)
 	if err != nil {
 		return nil, fmt.Errorf("pull %s: %w", ref, err)
 	}
+	if len(hooks.hooks) > 0 {
+		// Extracting ahead serves one overlayfs unpack: each of its layers
+		// is a directory of its own.
+		stage := len(hooks.hooks) == 1 && hooks.hooks[0].name == "overlayfs"
+		tr.ahead = newAhead(ctx, e.cfg.ScratchDir, e.cfg.Content, e.inflaters, stage, tr)
+		defer tr.ahead.close()
+	}
+	ctx = withTracker(ctx, tr)
+
 	target, err := e.fetch(ctx, ref, req, tr, hooks)
 	if err != nil {
 		return nil, err

@@ -31,6 +31,14 @@ func trackerFrom(ctx context.Context) *tracker {
 	return t
 }
 
+// aheadOf is the background layer work of t's pull, if any.
+func (t *tracker) aheadOf() *ahead {
+	if t == nil {
+		return nil
+	}
+	return t.ahead
+}
+
 // TrackReads wraps the content store an applier reads layers from, so that
 // reads of a layer blob made for a pull report "extracting" progress to
 // that pull. Reads under contexts of no pull pass straight through.
@@ -48,7 +56,7 @@ func (r *readTracker) ReaderAt(ctx context.Context, desc ocispec.Descriptor) (co
 		return r.Store.ReaderAt(ctx, desc)
 	}
 	// The layer inflated ahead of its turn, if it was.
-	ra, ok := t.ahead.open(ctx, desc)
+	ra, ok := t.aheadOf().open(ctx, desc)
 	if !ok {
 		var err error
 		if ra, err = r.Store.ReaderAt(ctx, desc); err != nil {
@@ -93,11 +101,12 @@ type applyTracker struct {
 }
 
 func (a *applyTracker) Apply(ctx context.Context, desc ocispec.Descriptor, mounts []mount.Mount, opts ...diff.ApplyOpt) (ocispec.Descriptor, error) {
-	out, err := a.Applier.Apply(ctx, desc, mounts, opts...)
 	t := trackerFrom(ctx)
-	if t != nil {
-		t.ahead.done(desc)
+	out, staged, err := t.aheadOf().applyStaged(ctx, desc, mounts, opts)
+	if !staged {
+		out, err = a.Applier.Apply(ctx, desc, mounts, opts...)
 	}
+	t.aheadOf().done(desc)
 	if err == nil {
 		t.extracted(desc)
 	}

@@ -67,8 +67,10 @@ type Config struct {
 	HostDir string
 	// UserAgent is sent to registries; default "berth".
 	UserAgent string
-	// ScratchDir holds layers inflated ahead of their turn during pulls
-	// (on the same disk as the content, not in memory); "" turns that off.
+	// ScratchDir holds layers worked on ahead of their turn during pulls
+	// (extracted, or inflated, on disk rather than in memory; on the
+	// snapshotters' filesystem, so that extracted layers can be moved
+	// into their snapshots); "" turns that off.
 	// Anything in it when the engine starts is a leftover and removed.
 	ScratchDir string
 	Logger     *slog.Logger
@@ -79,8 +81,8 @@ type Engine struct {
 	cfg    Config
 	limits *remotes.Limits
 	log    *slog.Logger
-	// inflaters bounds layers inflated ahead over all pulls: one core is
-	// left for the extraction they feed.
+	// inflaters bounds the layers worked on ahead over all pulls, one per
+	// core (the chain's own layer runs beside them).
 	inflaters chan struct{}
 }
 
@@ -105,7 +107,7 @@ func New(cfg Config) *Engine {
 	}
 	return &Engine{
 		cfg: cfg, limits: remotes.NewLimits(cfg.MaxConcurrentDownloads), log: cfg.Logger,
-		inflaters: make(chan struct{}, max(1, runtime.NumCPU()-1)),
+		inflaters: make(chan struct{}, max(1, runtime.NumCPU())),
 	}
 }
 
