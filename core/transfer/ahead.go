@@ -63,6 +63,7 @@ type ahead struct {
 // layer whose tar had digest diffID and size bytes.
 type plainLayer struct {
 	done   chan struct{}
+	digest digest.Digest
 	staged bool
 	path   string
 	size   int64
@@ -106,7 +107,12 @@ func (a *ahead) landed(manifest ocispec.Descriptor, index int, layer ocispec.Des
 	if _, ok := a.plain[layer.Digest]; ok || a.applied[layer.Digest] || a.turnLocked(manifest.Digest, index) {
 		return
 	}
-	pl := &plainLayer{done: make(chan struct{}), staged: a.extract}
+	// Pulls sharing layers: one works on a layer ahead, the others take
+	// the snapshot it commits (the unpacker extracts each chain once).
+	if !claims.take(layer.Digest) {
+		return
+	}
+	pl := &plainLayer{done: make(chan struct{}), staged: a.extract, digest: layer.Digest}
 	a.plain[layer.Digest] = pl
 	a.wg.Add(1)
 	go func() {
@@ -272,4 +278,30 @@ func (pl *plainLayer) remove() {
 		os.RemoveAll(pl.path)
 		pl.path = ""
 	}
+	claims.drop(pl.digest)
+}
+
+// claims are the layers some pull of this process works on ahead.
+var claims = claimSet{m: map[digest.Digest]bool{}}
+
+type claimSet struct {
+	mu sync.Mutex
+	m  map[digest.Digest]bool
+}
+
+// take claims d, unless another pull has.
+func (c *claimSet) take(d digest.Digest) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m[d] {
+		return false
+	}
+	c.m[d] = true
+	return true
+}
+
+func (c *claimSet) drop(d digest.Digest) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, d)
 }
