@@ -137,11 +137,12 @@ func (l *logFile) rotate() error {
 // lines and writes each as a JSON entry, or passes bytes through for the raw
 // format.
 type logStream struct {
-	lf     *logFile
-	stream string
-	raw    bool
-	line   []byte
-	entry  []byte
+	lf           *logFile
+	stream       string
+	raw          bool
+	flushPartial bool
+	line         []byte
+	entry        []byte
 }
 
 func openLogStream(o output, stream string) (*logStream, error) {
@@ -149,7 +150,7 @@ func openLogStream(o output, stream string) (*logStream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("log URI file://%s: %w", o.path, err)
 	}
-	return &logStream{lf: lf, stream: stream, raw: o.raw}, nil
+	return &logStream{lf: lf, stream: stream, raw: o.raw, flushPartial: o.flushPartial}, nil
 }
 
 // Write never fails, so the copy feeding it keeps draining the process.
@@ -173,6 +174,9 @@ func (s *logStream) Write(p []byte) (int, error) {
 		if len(s.line) >= maxLine {
 			s.flush()
 		}
+	}
+	if s.flushPartial {
+		s.flush()
 	}
 	return n, nil
 }

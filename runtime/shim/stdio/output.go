@@ -31,6 +31,10 @@ type output struct {
 	maxSize  int64
 	maxFiles int
 	raw      bool
+	// flushPartial writes the unfinished line a write ends with at once,
+	// as an entry without its newline (partial=flush), so a reader
+	// following the log sees prompts and echoed keystrokes.
+	flushPartial bool
 	// query of a binary:// URI
 	query url.Values
 }
@@ -79,8 +83,16 @@ func parseLogFileURI(u *url.URL) (output, error) {
 			default:
 				err = fmt.Errorf("want json or raw")
 			}
+		case "partial":
+			switch v {
+			case "buffer":
+			case "flush":
+				o.flushPartial = true
+			default:
+				err = fmt.Errorf("want buffer or flush")
+			}
 		default:
-			err = fmt.Errorf("unknown option (want max-size, max-file or format)")
+			err = fmt.Errorf("unknown option (want max-size, max-file, format or partial)")
 		}
 		if err != nil {
 			return output{}, fmt.Errorf("log URI %q: %s=%q: %v: %w", u.Redacted(), key, v, err, errdefs.ErrInvalidArgument)

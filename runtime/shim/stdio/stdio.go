@@ -15,7 +15,10 @@
 // max-size is bytes with an optional k, m or g suffix (powers of 1024; 0 or
 // absent means no rotation); max-file is how many files to keep, the live
 // one included (default 1: the file is truncated when full); format=raw
-// writes the bytes unchanged, as containerd's file:// does.
+// writes the bytes unchanged, as containerd's file:// does. partial=flush
+// writes the unfinished line a write ends with at once, as an entry
+// without its newline (the default, partial=buffer, waits for the line's
+// end), so readers following the log see prompts as they appear.
 //
 // binary:// follows containerd: the binary runs with the query as
 // "key value" arguments (sorted by key), CONTAINER_ID and CONTAINER_NAMESPACE

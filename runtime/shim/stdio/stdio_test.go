@@ -304,3 +304,32 @@ func TestLoggerHelper(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "done"), []byte("yes"), 0o600)
 	os.Exit(0)
 }
+
+func TestLogStreamFlushesPartialLines(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.log")
+	o, err := parseOutput("file://" + path + "?partial=flush")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := openLogStream(o, "stdout")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, chunk := range []string{"/ # ", "ls\n", "a\nb"} {
+		w.Write([]byte(chunk))
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var logs []string
+	for _, e := range readEntries(t, path) {
+		logs = append(logs, e["log"])
+	}
+	want := []string{"/ # ", "ls\n", "a\n", "b"}
+	if strings.Join(logs, "|") != strings.Join(want, "|") {
+		t.Fatalf("entries %q, want %q", logs, want)
+	}
+	if _, err := parseOutput("file://" + path + "?partial=sometimes"); err == nil {
+		t.Fatal("partial=sometimes accepted")
+	}
+}
