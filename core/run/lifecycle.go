@@ -151,6 +151,9 @@ func StartExitCode(err error) int {
 func LogURI(l LogConfig) string {
 	q := url.Values{}
 	q.Set("format", "json")
+	// Followers (attach, logs -f) see prompts without waiting for a
+	// newline.
+	q.Set("partial", "flush")
 	if l.MaxSize > 0 {
 		q.Set("max-size", strconv.FormatInt(l.MaxSize, 10))
 		q.Set("max-file", strconv.Itoa(max(1, l.MaxFile)))

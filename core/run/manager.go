@@ -196,10 +196,6 @@ func (m *Manager) dropEntry(ns, id string) {
 	m.mu.Unlock()
 }
 
-// ErrNoSuchContainer is wrapped by errors for references that match no
-// container.
-var ErrNoSuchContainer = fmt.Errorf("no such container: %w", errdefs.ErrNotFound)
-
 // Resolve finds the container ref names: an id, a name or a unique id
 // prefix, in that order.
 func (m *Manager) Resolve(ctx context.Context, ref string) (Record, error) {
@@ -228,7 +224,7 @@ func (m *Manager) Resolve(ctx context.Context, ref string) (Record, error) {
 	}
 	switch len(match) {
 	case 0:
-		return Record{}, fmt.Errorf("%w: %s", ErrNoSuchContainer, ref)
+		return Record{}, fmt.Errorf("no such container: %s: %w", ref, errdefs.ErrNotFound)
 	case 1:
 		return decodeRecord(match[0])
 	}

@@ -77,4 +77,16 @@ type Task interface {
 	Exec(ctx context.Context, execID string, spec *specs.Process, io IO) (Process, error)
 	// Pids lists the task's processes.
 	Pids(ctx context.Context) ([]uint32, error)
+	Metrics(ctx context.Context) (Metrics, error)
+}
+
+// Metrics are a task's resource counters.
+type Metrics struct {
+	// CPUNanos is the CPU time used so far.
+	CPUNanos uint64
+	// MemoryUsage excludes the page cache that can be reclaimed (inactive
+	// files), as docker stats shows it; MemoryLimit is 0 without a limit.
+	MemoryUsage, MemoryLimit uint64
+	Pids                     uint64
+	BlockRead, BlockWrite    uint64
 }

@@ -2,6 +2,7 @@
 package builtins
 
 import (
+	_ "github.com/berthd/berth/plugins/berthcontainers"
 	_ "github.com/berthd/berth/plugins/content"
 	_ "github.com/berthd/berth/plugins/defaults"
 	_ "github.com/berthd/berth/plugins/diff"

@@ -86,6 +86,10 @@ func newRoot(g *globals) *cobra.Command {
 		Version:       version.Version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Global flags before the command name are berth's own, so a
+		// command may use their shorthands for its flags (ps -a, start -a)
+		// while `berth -a SOCKET ps -a` still works.
+		TraverseChildren: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
 			if g.namespace == "" {
 				return errors.New("--namespace must not be empty")
