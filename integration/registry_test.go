@@ -143,7 +143,7 @@ func TestRegistryPushPullRoundTrip(t *testing.T) {
 		{"platforms", multiPlatform(t, testimages.WithName("docker.io/library/platforms:1")), testimages.BusyboxExpected()},
 	}
 	for _, c := range cases {
-		d.MustBerth("load", "--no-unpack", "-i", writeArchive(t, dir, c.img))
+		d.MustBerth("load", "--no-unpack", "--all-platforms", "-i", writeArchive(t, dir, c.img))
 		ref := reg.Host + "/" + c.name + ":1"
 		d.MustBerth("tag", c.img.Name, ref)
 		out := d.MustBerth("push", "--plain-http", ref)

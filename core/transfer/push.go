@@ -81,6 +81,10 @@ func (e *Engine) Push(ctx context.Context, req PushRequest) (*PushResult, error)
 	}
 	tr.status(Progress{Event: fmt.Sprintf("pushing %s to %s", root.Digest, ref)})
 	err = e.resolver(req.Registry).Push(ctx, ref.String(), e.cfg.Content, root, remotes.PushOptions{Progress: tr.transferred})
+	if errdefs.IsNotFound(err) && images.IsIndexType(root.MediaType) {
+		// Typically an image pulled or imported for some platforms only.
+		return nil, fmt.Errorf("%w (the image lacks the content of some of its platforms: push one platform, or pull all of them first)", err)
+	}
 	if err != nil {
 		return nil, err
 	}

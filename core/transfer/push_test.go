@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -95,6 +96,17 @@ func TestPushRoundTripKeepsDigests(t *testing.T) {
 	want, _ := img.Resolve("linux/arm64")
 	if res.Target.Digest != want.Descriptor.Digest || !images.IsManifestType(res.Target.MediaType) {
 		t.Errorf("pushed %s (%s), want the arm64 manifest %s", res.Target.Digest, res.Target.MediaType, want.Descriptor.Digest)
+	}
+
+	// Without one platform's layer, the whole index cannot be pushed,
+	// and the error says what to do.
+	v7, _ := img.Resolve("linux/arm/v7")
+	if err := e.db.ContentStore().Delete(ctx, v7.Manifest.Layers[0].Digest); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.engine.Push(ctx, transfer.PushRequest{Name: "local/multi:1", Ref: reg.Host + "/partial:1"})
+	if !errdefs.IsNotFound(err) || !strings.Contains(err.Error(), "push one platform") {
+		t.Errorf("push of an index missing a platform's layer: %v", err)
 	}
 
 	_, err = e.engine.Push(ctx, transfer.PushRequest{Name: "local/none:1", Ref: reg.Host + "/none:1"})
