@@ -26,6 +26,7 @@ type progressView struct {
 	byName map[string]*progressRow
 	drawn  int // lines drawn last time (terminal)
 	last   time.Time
+	frozen bool // the layer lines are final
 }
 
 type progressRow struct {
@@ -85,11 +86,11 @@ func (v *progressView) status(p *transfertypes.Progress) {
 	default:
 		return
 	}
-	if v.tty {
+	if v.tty && len(v.rows) > 0 {
+		// A status after the layers ends the display: draw them a last
+		// time, then the line below them.
 		v.redraw()
-		fmt.Fprintln(v.out, line)
-		v.drawn = 0
-		return
+		v.frozen = true
 	}
 	fmt.Fprintln(v.out, line)
 }
@@ -104,6 +105,9 @@ func (v *progressView) finish() {
 }
 
 func (v *progressView) redraw() {
+	if v.frozen {
+		return
+	}
 	v.last = time.Now()
 	var b strings.Builder
 	if v.drawn > 0 {
