@@ -14,7 +14,10 @@ SIZE=${2:-300M}
 REPO=bench/pull
 
 # --- a registry holding the images ------------------------------------------
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# A free loopback port: one nothing answers on.
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+port=$((20000 + RANDOM % 40000))
+while listening "$port"; do port=$((20000 + RANDOM % 40000)); done
 REG=127.0.0.1:$port
 cat >"$BENCH_TMP/registry.yml" <<EOT
 version: 0.1
@@ -33,7 +36,7 @@ http:
 EOT
 docker-registry serve "$BENCH_TMP/registry.yml" >"$BENCH_TMP/registry.log" 2>&1 &
 BENCH_PIDS+=("$!")
-until curl -sf "http://$REG/v2/" >/dev/null; do sleep 0.05; done
+until listening "$port"; do sleep 0.05; done
 
 # Generate the images and push them with a scratch berthd.
 gen() { (cd "$(dirname "$0")/.." && go run ./bench/genimage "$@") >/dev/null; }
