@@ -29,9 +29,6 @@ const LabelCompressedGzip = "containerd.io/gc.ref.content.compressed.gzip"
 // maxTreeDepth bounds index nesting, as pulls do.
 const maxTreeDepth = 4
 
-// manifestLimit bounds manifests and indexes read into memory.
-const manifestLimit = 4 << 20
-
 // compressTree returns desc unchanged when every layer under it is
 // compressed; otherwise the descriptor of a new manifest (or index) that
 // names gzip-compressed layers instead, stored with its garbage-collection
