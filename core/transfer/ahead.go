@@ -104,6 +104,9 @@ func (a *ahead) landed(manifest ocispec.Descriptor, index int, layer ocispec.Des
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if _, known := a.order[manifest.Digest]; !known {
+		return // no unpack of this pull uses the manifest
+	}
 	if _, ok := a.plain[layer.Digest]; ok || a.applied[layer.Digest] || a.turnLocked(manifest.Digest, index) {
 		return
 	}

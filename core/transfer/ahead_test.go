@@ -90,6 +90,12 @@ func TestInflateAheadOnlyLayersWaitingTheirTurn(t *testing.T) {
 	if _, ok := b.open(ctx, layers[1]); ok {
 		t.Error("layer 1 inflated ahead although layer 0 was applied")
 	}
+	// A manifest no unpack uses (another platform's) is left alone.
+	other := ocispec.Descriptor{Digest: digest.FromString("other platform")}
+	b.landed(other, 2, layers[0])
+	if _, ok := b.open(ctx, layers[0]); ok {
+		t.Error("a layer of a manifest no unpack uses was inflated")
+	}
 	// close removes what was never applied.
 	b.landed(manifest, 0, layers[0])
 	c := newAhead(ctx, dir, store, make(chan struct{}, 1), false, nil)

@@ -146,7 +146,9 @@ func (e *Engine) fetch(ctx context.Context, ref reference.Reference, req PullReq
 		Progress:     tr.transferred,
 		ManifestHook: func(_ context.Context, desc ocispec.Descriptor, m ocispec.Manifest) {
 			tr.children(desc, append([]ocispec.Descriptor{m.Config}, m.Layers...))
-			tr.ahead.manifest(desc, m)
+			if hooks.wants(desc) {
+				tr.ahead.manifest(desc, m)
+			}
 		},
 	}
 	// The layer hook runs once a layer is verified and stored: report it
@@ -206,6 +208,17 @@ func (e *Engine) unpackHooks(ctx context.Context, req PullRequest) (*hookSet, er
 		hs.hooks = append(hs.hooks, pullHook{target: t, name: name, platform: pm, hook: h})
 	}
 	return hs, nil
+}
+
+// wants reports whether some unpack may use manifest (one of another
+// platform is only fetched, as in an all-platforms pull).
+func (hs *hookSet) wants(manifest ocispec.Descriptor) bool {
+	for _, h := range hs.hooks {
+		if manifest.Platform == nil || h.platform.Match(*manifest.Platform) {
+			return true
+		}
+	}
+	return false
 }
 
 // layer offers a landed layer to every unpack; a manifest of another
