@@ -19,7 +19,7 @@ PROTOC_GEN_GO_TTRPC := github.com/containerd/ttrpc/cmd/protoc-gen-go-ttrpc@v1.2.
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 # Debian packages the daemon and the tests use.
-APT_RUN := runc crun busybox-static containernetworking-plugins iptables iproute2
+APT_RUN := runc crun busybox-static containernetworking-plugins iptables iproute2 tini
 APT_TEST := $(APT_RUN) containerd docker-registry protobuf-compiler tmux apache2-utils openssl bc git make gcc pigz
 APT_UPDATED := $(BIN)/.apt-updated
 

@@ -94,7 +94,7 @@ func (m *Manager) Create(ctx context.Context, name string, o Options) (Record, e
 	}
 	cfg := Config{
 		Name: name, Created: time.Now().UTC(), Options: o,
-		ImageID: info.configID, Manifest: info.manifest.Digest.String(),
+		ImageID: info.configID, Manifest: info.manifest.Digest.String(), ManifestMediaType: info.manifest.MediaType,
 		ImageStopSignal: info.config.Config.StopSignal, ChainID: info.chainID,
 	}
 	rec, err := m.createRecord(ctx, ns, id, cfg, info, sn)
@@ -140,7 +140,7 @@ func (m *Manager) validate(name string, o *Options) error {
 		}
 	}
 	if o.Init && m.o.InitBinary == "" {
-		return fmt.Errorf("--init: no init binary is installed (berth-init, tini, docker-init or catatonit; or set init_path in berthd's config): %w", errdefs.ErrFailedPrecondition)
+		return fmt.Errorf("--init: no init binary is installed (berth-init, tini-static, docker-init or catatonit; or set init_path in berthd's config): %w", errdefs.ErrFailedPrecondition)
 	}
 	if o.Runtime == "" {
 		o.Runtime = m.o.DefaultRuntime
@@ -429,6 +429,7 @@ func (m *Manager) newContainer(id string, cfg Config, info imageInfo, spec *spec
 	if s := info.config.Config.StopSignal; s != "" {
 		lbls[LabelStopSignal] = s
 	}
+	lbls[LabelImageContent] = info.manifest.Digest.String()
 	return containers.Container{
 		ID:          id,
 		Labels:      lbls,

@@ -26,6 +26,7 @@ import (
 	"github.com/berthd/berth/core/content"
 	"github.com/berthd/berth/core/diff"
 	"github.com/berthd/berth/core/images"
+	"github.com/berthd/berth/core/leases"
 	"github.com/berthd/berth/core/namespaces"
 	"github.com/berthd/berth/core/snapshots"
 )
@@ -48,6 +49,8 @@ type ManagerOptions struct {
 	Unpacker     Unpacker
 	// Comparer writes layer diffs for commit.
 	Comparer diff.Comparer
+	// Leases protect what commit writes until the image is recorded.
+	Leases leases.Manager
 	// Runtime runs tasks; nil makes every call that needs a task fail
 	// with errdefs.ErrUnavailable.
 	Runtime Runtime
@@ -235,6 +238,16 @@ func nameFilter(name string) string {
 	return fmt.Sprintf("labels.%q==%q", LabelName, name)
 }
 
+// Inspect resolves ref; for a container berth did not make, the state
+// comes from its task.
+func (m *Manager) Inspect(ctx context.Context, ref string) (Record, error) {
+	r, err := m.Resolve(ctx, ref)
+	if err == nil && !r.Managed {
+		r.State = m.foreignState(ctx, r.ID)
+	}
+	return r, err
+}
+
 // get reads container id's record.
 func (m *Manager) get(ctx context.Context, id string) (Record, error) {
 	c, err := m.o.Containers.Get(ctx, id)
@@ -272,10 +285,38 @@ func (m *Manager) List(ctx context.Context) ([]Record, error) {
 		if err != nil {
 			return nil, err
 		}
+		if !r.Managed {
+			r.State = m.foreignState(ctx, r.ID)
+		}
 		out = append(out, r)
 	}
 	sortNewestFirst(out)
 	return out, nil
+}
+
+// foreignState is the state of a container berth did not make, read
+// from its task.
+func (m *Manager) foreignState(ctx context.Context, id string) State {
+	st := State{Status: StatusCreated}
+	rt, err := m.runtime()
+	if err != nil {
+		return st
+	}
+	t, err := rt.Get(ctx, id)
+	if err != nil {
+		return st
+	}
+	ts, err := t.Status(ctx)
+	if err != nil {
+		return st
+	}
+	switch ts.Status {
+	case "running", "paused":
+		st.Status, st.Pid = ts.Status, int(ts.Pid)
+	case "stopped":
+		st.Status, st.ExitCode, st.FinishedAt = StatusExited, int(ts.Exit.Status), ts.Exit.At
+	}
+	return st
 }
 
 // Rename gives a container a new name.

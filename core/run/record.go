@@ -183,8 +183,9 @@ type Config struct {
 	Options Options   `json:"Options"`
 	// ImageID is the digest of the image config; Manifest the image
 	// manifest's digest.
-	ImageID  string `json:"ImageID"`
-	Manifest string `json:"Manifest"`
+	ImageID           string `json:"ImageID"`
+	Manifest          string `json:"Manifest"`
+	ManifestMediaType string `json:"ManifestMediaType,omitempty"`
 	// ImageStopSignal is the image's StopSignal, kept so stop does not
 	// need the image.
 	ImageStopSignal string `json:"ImageStopSignal,omitempty"`

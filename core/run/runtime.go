@@ -78,6 +78,9 @@ type Task interface {
 	// Pids lists the task's processes.
 	Pids(ctx context.Context) ([]uint32, error)
 	Metrics(ctx context.Context) (Metrics, error)
+	// Rootfs is the host path where the task's root filesystem is
+	// mounted while it runs.
+	Rootfs() string
 }
 
 // Metrics are a task's resource counters.

@@ -34,7 +34,7 @@ const ID = "containers"
 type Config struct {
 	LogMaxSize  string           `toml:"log_max_size" comment:"Size at which a container's log file rotates (k, m, g suffixes; \"0\" never rotates)."`
 	LogMaxFile  int              `toml:"log_max_file" comment:"Log files kept per container, the live one included."`
-	InitPath    string           `toml:"init_path" comment:"Init binary run by --init (statically linked). Empty: berth-init beside berthd, else berth-init, tini, docker-init or catatonit in PATH."`
+	InitPath    string           `toml:"init_path" comment:"Init binary run by --init (statically linked: it runs inside containers). Empty: berth-init beside berthd, else the first of berth-init, tini-static, docker-init, catatonit in PATH."`
 	StopTimeout plugins.Duration `toml:"stop_timeout" comment:"Default time between a container's stop signal and SIGKILL."`
 }
 
@@ -114,6 +114,7 @@ func initManager(ic *plugins.InitContext) (any, error) {
 		},
 		Unpacker:       u.(*diffplugin.ImageUnpacker),
 		Comparer:       comparer,
+		Leases:         db.Leases(),
 		Root:           ic.Root,
 		State:          ic.State,
 		DefaultRuntime: defaultRuntime,
@@ -154,7 +155,9 @@ func findInit(configured string) string {
 			return p
 		}
 	}
-	for _, name := range []string{"berth-init", "tini", "docker-init", "catatonit"} {
+	// Only static builds: the binary runs inside containers of any image
+	// (Debian's tini is dynamic, its tini-static is not).
+	for _, name := range []string{"berth-init", "tini-static", "docker-init", "catatonit"} {
 		if p, err := exec.LookPath(name); err == nil {
 			if abs, err := filepath.Abs(p); err == nil {
 				return abs

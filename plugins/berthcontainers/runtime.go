@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -152,6 +153,10 @@ func statusName(s tasktypes.Status) string {
 	}
 	return "unknown"
 }
+
+// Rootfs is the bundle's rootfs folder, where the shim mounts the
+// container's root filesystem in berthd's mount namespace.
+func (t *task) Rootfs() string { return filepath.Join(t.t.Bundle(), "rootfs") }
 
 func (t *task) Pause(ctx context.Context) error  { return t.t.Pause(ctx) }
 func (t *task) Resume(ctx context.Context) error { return t.t.Resume(ctx) }

@@ -134,7 +134,7 @@ func (s *Service) List(ctx context.Context, req *api.ListRequest) (*api.ListResp
 
 // Inspect returns one container.
 func (s *Service) Inspect(ctx context.Context, req *api.ContainerRequest) (*api.InspectResponse, error) {
-	r, err := s.m.Resolve(ctx, req.Id)
+	r, err := s.m.Inspect(ctx, req.Id)
 	if err != nil {
 		return nil, err
 	}

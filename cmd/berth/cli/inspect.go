@@ -314,7 +314,7 @@ func newContainerInspect(resp *containersapi.InspectResponse) containerInspect {
 func userLabels(l map[string]string) map[string]string {
 	out := map[string]string{}
 	for k, v := range l {
-		if !strings.HasPrefix(k, "io.berth.") && !strings.HasPrefix(k, "io.containerd.") {
+		if !strings.HasPrefix(k, "io.berth.") && !strings.HasPrefix(k, "io.containerd.") && !strings.HasPrefix(k, "containerd.io/") {
 			out[k] = v
 		}
 	}

@@ -3245,9 +3245,10 @@ func (x *DiffResponse) GetChanges() []*Change {
 }
 
 type PathStat struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Size          int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Size  int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// Mode is Go's os.FileMode bits (type and permissions).
 	Mode          uint32                 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"`
 	Mtime         *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=mtime,proto3" json:"mtime,omitempty"`
 	LinkTarget    string                 `protobuf:"bytes,5,opt,name=link_target,json=linkTarget,proto3" json:"link_target,omitempty"`
@@ -3879,7 +3880,7 @@ const file_berth_containers_v1_containers_proto_rawDesc = "" +
 	"\x04open\x18\x01 \x01(\v2\x1f.berth.containers.v1.CopyToOpenR\x04open\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\"\x1b\n" +
 	"\x05Chunk\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data2\xf4\r\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data2\xc5\x0e\n" +
 	"\n" +
 	"Containers\x12Q\n" +
 	"\x06Create\x12\".berth.containers.v1.CreateRequest\x1a#.berth.containers.v1.CreateResponse\x12B\n" +
@@ -3901,7 +3902,8 @@ const file_berth_containers_v1_containers_proto_rawDesc = "" +
 	"\x03Top\x12\x1f.berth.containers.v1.TopRequest\x1a .berth.containers.v1.TopResponse\x12P\n" +
 	"\x05Stats\x12!.berth.containers.v1.StatsRequest\x1a\".berth.containers.v1.StatsResponse0\x01\x12Q\n" +
 	"\x06Commit\x12\".berth.containers.v1.CommitRequest\x1a#.berth.containers.v1.CommitResponse\x12P\n" +
-	"\x04Diff\x12%.berth.containers.v1.ContainerRequest\x1a!.berth.containers.v1.DiffResponse\x12Y\n" +
+	"\x04Diff\x12%.berth.containers.v1.ContainerRequest\x1a!.berth.containers.v1.DiffResponse\x12O\n" +
+	"\bStatPath\x12$.berth.containers.v1.CopyFromRequest\x1a\x1d.berth.containers.v1.PathStat\x12Y\n" +
 	"\bCopyFrom\x12$.berth.containers.v1.CopyFromRequest\x1a%.berth.containers.v1.CopyFromResponse0\x01\x12F\n" +
 	"\x06CopyTo\x12\".berth.containers.v1.CopyToRequest\x1a\x16.google.protobuf.Empty(\x01\x12M\n" +
 	"\x06Export\x12%.berth.containers.v1.ContainerRequest\x1a\x1a.berth.containers.v1.Chunk0\x01B>Z<github.com/berthd/berth/proto/berth/containers/v1;containersb\x06proto3"
@@ -4026,34 +4028,36 @@ var file_berth_containers_v1_containers_proto_depIdxs = []int32{
 	36, // 48: berth.containers.v1.Containers.Stats:input_type -> berth.containers.v1.StatsRequest
 	39, // 49: berth.containers.v1.Containers.Commit:input_type -> berth.containers.v1.CommitRequest
 	5,  // 50: berth.containers.v1.Containers.Diff:input_type -> berth.containers.v1.ContainerRequest
-	44, // 51: berth.containers.v1.Containers.CopyFrom:input_type -> berth.containers.v1.CopyFromRequest
-	47, // 52: berth.containers.v1.Containers.CopyTo:input_type -> berth.containers.v1.CopyToRequest
-	5,  // 53: berth.containers.v1.Containers.Export:input_type -> berth.containers.v1.ContainerRequest
-	4,  // 54: berth.containers.v1.Containers.Create:output_type -> berth.containers.v1.CreateResponse
-	52, // 55: berth.containers.v1.Containers.Start:output_type -> google.protobuf.Empty
-	52, // 56: berth.containers.v1.Containers.Stop:output_type -> google.protobuf.Empty
-	52, // 57: berth.containers.v1.Containers.Restart:output_type -> google.protobuf.Empty
-	52, // 58: berth.containers.v1.Containers.Kill:output_type -> google.protobuf.Empty
-	52, // 59: berth.containers.v1.Containers.Pause:output_type -> google.protobuf.Empty
-	52, // 60: berth.containers.v1.Containers.Unpause:output_type -> google.protobuf.Empty
-	52, // 61: berth.containers.v1.Containers.Remove:output_type -> google.protobuf.Empty
-	11, // 62: berth.containers.v1.Containers.Prune:output_type -> berth.containers.v1.PruneResponse
-	13, // 63: berth.containers.v1.Containers.List:output_type -> berth.containers.v1.ListResponse
-	14, // 64: berth.containers.v1.Containers.Inspect:output_type -> berth.containers.v1.InspectResponse
-	52, // 65: berth.containers.v1.Containers.Rename:output_type -> google.protobuf.Empty
-	21, // 66: berth.containers.v1.Containers.Wait:output_type -> berth.containers.v1.WaitResponse
-	23, // 67: berth.containers.v1.Containers.Logs:output_type -> berth.containers.v1.LogEntry
-	32, // 68: berth.containers.v1.Containers.Attach:output_type -> berth.containers.v1.StreamResponse
-	32, // 69: berth.containers.v1.Containers.Exec:output_type -> berth.containers.v1.StreamResponse
-	34, // 70: berth.containers.v1.Containers.Top:output_type -> berth.containers.v1.TopResponse
-	38, // 71: berth.containers.v1.Containers.Stats:output_type -> berth.containers.v1.StatsResponse
-	40, // 72: berth.containers.v1.Containers.Commit:output_type -> berth.containers.v1.CommitResponse
-	42, // 73: berth.containers.v1.Containers.Diff:output_type -> berth.containers.v1.DiffResponse
-	45, // 74: berth.containers.v1.Containers.CopyFrom:output_type -> berth.containers.v1.CopyFromResponse
-	52, // 75: berth.containers.v1.Containers.CopyTo:output_type -> google.protobuf.Empty
-	48, // 76: berth.containers.v1.Containers.Export:output_type -> berth.containers.v1.Chunk
-	54, // [54:77] is the sub-list for method output_type
-	31, // [31:54] is the sub-list for method input_type
+	44, // 51: berth.containers.v1.Containers.StatPath:input_type -> berth.containers.v1.CopyFromRequest
+	44, // 52: berth.containers.v1.Containers.CopyFrom:input_type -> berth.containers.v1.CopyFromRequest
+	47, // 53: berth.containers.v1.Containers.CopyTo:input_type -> berth.containers.v1.CopyToRequest
+	5,  // 54: berth.containers.v1.Containers.Export:input_type -> berth.containers.v1.ContainerRequest
+	4,  // 55: berth.containers.v1.Containers.Create:output_type -> berth.containers.v1.CreateResponse
+	52, // 56: berth.containers.v1.Containers.Start:output_type -> google.protobuf.Empty
+	52, // 57: berth.containers.v1.Containers.Stop:output_type -> google.protobuf.Empty
+	52, // 58: berth.containers.v1.Containers.Restart:output_type -> google.protobuf.Empty
+	52, // 59: berth.containers.v1.Containers.Kill:output_type -> google.protobuf.Empty
+	52, // 60: berth.containers.v1.Containers.Pause:output_type -> google.protobuf.Empty
+	52, // 61: berth.containers.v1.Containers.Unpause:output_type -> google.protobuf.Empty
+	52, // 62: berth.containers.v1.Containers.Remove:output_type -> google.protobuf.Empty
+	11, // 63: berth.containers.v1.Containers.Prune:output_type -> berth.containers.v1.PruneResponse
+	13, // 64: berth.containers.v1.Containers.List:output_type -> berth.containers.v1.ListResponse
+	14, // 65: berth.containers.v1.Containers.Inspect:output_type -> berth.containers.v1.InspectResponse
+	52, // 66: berth.containers.v1.Containers.Rename:output_type -> google.protobuf.Empty
+	21, // 67: berth.containers.v1.Containers.Wait:output_type -> berth.containers.v1.WaitResponse
+	23, // 68: berth.containers.v1.Containers.Logs:output_type -> berth.containers.v1.LogEntry
+	32, // 69: berth.containers.v1.Containers.Attach:output_type -> berth.containers.v1.StreamResponse
+	32, // 70: berth.containers.v1.Containers.Exec:output_type -> berth.containers.v1.StreamResponse
+	34, // 71: berth.containers.v1.Containers.Top:output_type -> berth.containers.v1.TopResponse
+	38, // 72: berth.containers.v1.Containers.Stats:output_type -> berth.containers.v1.StatsResponse
+	40, // 73: berth.containers.v1.Containers.Commit:output_type -> berth.containers.v1.CommitResponse
+	42, // 74: berth.containers.v1.Containers.Diff:output_type -> berth.containers.v1.DiffResponse
+	43, // 75: berth.containers.v1.Containers.StatPath:output_type -> berth.containers.v1.PathStat
+	45, // 76: berth.containers.v1.Containers.CopyFrom:output_type -> berth.containers.v1.CopyFromResponse
+	52, // 77: berth.containers.v1.Containers.CopyTo:output_type -> google.protobuf.Empty
+	48, // 78: berth.containers.v1.Containers.Export:output_type -> berth.containers.v1.Chunk
+	55, // [55:79] is the sub-list for method output_type
+	31, // [31:55] is the sub-list for method input_type
 	31, // [31:31] is the sub-list for extension type_name
 	31, // [31:31] is the sub-list for extension extendee
 	0,  // [0:31] is the sub-list for field type_name

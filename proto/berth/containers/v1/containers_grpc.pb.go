@@ -47,6 +47,7 @@ const (
 	Containers_Stats_FullMethodName    = "/berth.containers.v1.Containers/Stats"
 	Containers_Commit_FullMethodName   = "/berth.containers.v1.Containers/Commit"
 	Containers_Diff_FullMethodName     = "/berth.containers.v1.Containers/Diff"
+	Containers_StatPath_FullMethodName = "/berth.containers.v1.Containers/StatPath"
 	Containers_CopyFrom_FullMethodName = "/berth.containers.v1.Containers/CopyFrom"
 	Containers_CopyTo_FullMethodName   = "/berth.containers.v1.Containers/CopyTo"
 	Containers_Export_FullMethodName   = "/berth.containers.v1.Containers/Export"
@@ -106,6 +107,9 @@ type ContainersClient interface {
 	Commit(ctx context.Context, in *CommitRequest, opts ...grpc.CallOption) (*CommitResponse, error)
 	// Diff lists what changed in the writable layer.
 	Diff(ctx context.Context, in *ContainerRequest, opts ...grpc.CallOption) (*DiffResponse, error)
+	// StatPath describes a path of the container (symlinks on the way
+	// resolve inside it).
+	StatPath(ctx context.Context, in *CopyFromRequest, opts ...grpc.CallOption) (*PathStat, error)
 	// CopyFrom streams a path of the container as a tar; the first message
 	// carries the path's stat.
 	CopyFrom(ctx context.Context, in *CopyFromRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CopyFromResponse], error)
@@ -348,6 +352,16 @@ func (c *containersClient) Diff(ctx context.Context, in *ContainerRequest, opts 
 	return out, nil
 }
 
+func (c *containersClient) StatPath(ctx context.Context, in *CopyFromRequest, opts ...grpc.CallOption) (*PathStat, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PathStat)
+	err := c.cc.Invoke(ctx, Containers_StatPath_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *containersClient) CopyFrom(ctx context.Context, in *CopyFromRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CopyFromResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &Containers_ServiceDesc.Streams[4], Containers_CopyFrom_FullMethodName, cOpts...)
@@ -453,6 +467,9 @@ type ContainersServer interface {
 	Commit(context.Context, *CommitRequest) (*CommitResponse, error)
 	// Diff lists what changed in the writable layer.
 	Diff(context.Context, *ContainerRequest) (*DiffResponse, error)
+	// StatPath describes a path of the container (symlinks on the way
+	// resolve inside it).
+	StatPath(context.Context, *CopyFromRequest) (*PathStat, error)
 	// CopyFrom streams a path of the container as a tar; the first message
 	// carries the path's stat.
 	CopyFrom(*CopyFromRequest, grpc.ServerStreamingServer[CopyFromResponse]) error
@@ -530,6 +547,9 @@ func (UnimplementedContainersServer) Commit(context.Context, *CommitRequest) (*C
 }
 func (UnimplementedContainersServer) Diff(context.Context, *ContainerRequest) (*DiffResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Diff not implemented")
+}
+func (UnimplementedContainersServer) StatPath(context.Context, *CopyFromRequest) (*PathStat, error) {
+	return nil, status.Error(codes.Unimplemented, "method StatPath not implemented")
 }
 func (UnimplementedContainersServer) CopyFrom(*CopyFromRequest, grpc.ServerStreamingServer[CopyFromResponse]) error {
 	return status.Error(codes.Unimplemented, "method CopyFrom not implemented")
@@ -885,6 +905,24 @@ func _Containers_Diff_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Containers_StatPath_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CopyFromRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ContainersServer).StatPath(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Containers_StatPath_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ContainersServer).StatPath(ctx, req.(*CopyFromRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Containers_CopyFrom_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(CopyFromRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -984,6 +1022,10 @@ var Containers_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Diff",
 			Handler:    _Containers_Diff_Handler,
+		},
+		{
+			MethodName: "StatPath",
+			Handler:    _Containers_StatPath_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

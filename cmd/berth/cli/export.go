@@ -1,0 +1,73 @@
+package cli
+
+import (
+	"errors"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	containersapi "github.com/berthd/berth/proto/berth/containers/v1"
+)
+
+func init() {
+	addCommands(func(root *cobra.Command, g *globals) {
+		root.AddCommand(exportCommand(g))
+	})
+}
+
+func exportCommand(g *globals) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:     "export [flags] CONTAINER",
+		Short:   "write a container's filesystem as a tar (to stdout unless -o)",
+		GroupID: "containers",
+		Args:    exactArgs(1, "CONTAINER"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			out := g.stdout
+			if output == "" && isTerminal(g.stdout) {
+				return usageError("refusing to write a tar to a terminal: use -o FILE or redirect stdout")
+			}
+			c, err := g.dial()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := g.context(cmd.Context())
+			defer cancel()
+			st, err := containersClient(c).Export(ctx, &containersapi.ContainerRequest{Id: args[0]})
+			if err != nil {
+				return containerError(err)
+			}
+			var f *os.File
+			if output != "" {
+				if f, err = os.CreateTemp(dirOf(output), ".berth-export-*"); err != nil {
+					return err
+				}
+				defer os.Remove(f.Name())
+				defer f.Close()
+				out = f
+			}
+			for {
+				m, err := st.Recv()
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				if err != nil {
+					return containerError(err)
+				}
+				if _, err := out.Write(m.Data); err != nil {
+					return err
+				}
+			}
+			if f != nil {
+				if err := f.Close(); err != nil {
+					return err
+				}
+				return os.Rename(f.Name(), output)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "", "write to this file instead of stdout")
+	return cmd
+}
