@@ -35,6 +35,9 @@ type runFlags struct {
 	stopTimeout                                                         int
 	// entrypointSet tells --entrypoint "" (clear it) from no flag.
 	entrypointSet bool
+	// stdinOnce closes the container's stdin when the client's input ends
+	// (an attached run -i).
+	stdinOnce bool
 }
 
 func (f *runFlags) register(fl *pflag.FlagSet) {
@@ -81,7 +84,7 @@ func (f *runFlags) config(image string, args []string) (*containersapi.Config, e
 	}
 	cfg := &containersapi.Config{
 		Image: full, Cmd: args, WorkingDir: f.workdir, User: f.user, GroupAdd: f.groupAdd,
-		Hostname: f.hostname, Tty: f.tty, OpenStdin: f.interactive, ReadOnly: f.readOnly,
+		Hostname: f.hostname, Tty: f.tty, OpenStdin: f.interactive, StdinOnce: f.stdinOnce, ReadOnly: f.readOnly,
 		PidsLimit: f.pidsLimit, CpuShares: f.cpuShares, CpusetCpus: f.cpusetCpus,
 		CapAdd: f.capAdd, CapDrop: f.capDrop, Privileged: f.privileged, Init: f.init,
 		Runtime: f.runtime, Snapshotter: f.snapshotter, Platform: f.platform, StopSignal: f.stopSignal,
@@ -333,6 +336,7 @@ func isTerminal(r any) bool {
 }
 
 func runContainer(ctx context.Context, c *Client, g *globals, f *runFlags, args []string, detach, sigProxy bool) error {
+	f.stdinOnce = f.interactive && !detach
 	resp, err := createFromFlags(ctx, c, g, f, args)
 	if err != nil {
 		return runError(containerError(err))
