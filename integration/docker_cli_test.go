@@ -241,7 +241,12 @@ func TestRunOptions(t *testing.T) {
 	d.MustBerth("create", "--name", "lab", "--label", "team=boats", "--stop-signal", "SIGUSR1", "--restart", "on-failure:2", "busybox")
 	var info []struct {
 		Config     struct{ Labels map[string]string }
-		HostConfig struct{ RestartPolicy struct{ Name string; MaximumRetryCount int } }
+		HostConfig struct {
+			RestartPolicy struct {
+				Name              string
+				MaximumRetryCount int
+			}
+		}
 	}
 	if err := json.Unmarshal([]byte(d.MustBerth("inspect", "lab")), &info); err != nil {
 		t.Fatal(err)
@@ -355,7 +360,9 @@ func TestWaitAndNames(t *testing.T) {
 	wantExit(t, d.Berth("wait", "nosuch"), 1, "no such container")
 	wantExit(t, d.Berth("create", "--name", "w1", "busybox"), 125, "already in use by container")
 	// The holder is named in the error: its short id.
-	var info []struct{ ID string `json:"Id"` }
+	var info []struct {
+		ID string `json:"Id"`
+	}
 	json.Unmarshal([]byte(d.MustBerth("inspect", "w1")), &info)
 	wantExit(t, d.Berth("run", "--name", "w1", "busybox", "true"), 125, info[0].ID[:12])
 	// Ambiguous prefixes are refused.
