@@ -149,6 +149,7 @@ func withMounted(mounts []mount.Mount, fn func(root string) error) error {
 
 // PathStat describes a path in a container.
 type PathStat struct {
+	// Name is the top entry's name in the path's tar (see statIn).
 	Name       string
 	Size       int64
 	Mode       os.FileMode
@@ -171,9 +172,16 @@ func (m *Manager) StatPath(ctx context.Context, ref, p string, follow bool) (Pat
 	return st, err
 }
 
-// statIn stats p inside root as the container would see it.
+// inContainer is p as a process in the container resolves it: relative
+// to /, and ".." at / stays at /.
+func inContainer(p string) string { return path.Clean("/" + p) }
+
+// statIn stats p inside root as the container would see it. Name is
+// what TarPath names the top entry: the last component of p, or with
+// follow of what p resolves to; empty when that is the root itself (the
+// tar then holds the root's content).
 func statIn(root, p string, follow bool) (PathStat, error) {
-	clean := path.Clean("/" + p)
+	clean := inContainer(p)
 	dir, base := path.Split(clean)
 	host, err := securejoin.SecureJoin(root, dir)
 	if err != nil {
@@ -195,7 +203,10 @@ func statIn(root, p string, follow bool) (PathStat, error) {
 		}
 		return PathStat{}, err
 	}
-	st := PathStat{Name: path.Base(clean), Size: fi.Size(), Mode: fi.Mode(), ModTime: fi.ModTime()}
+	st := PathStat{Size: fi.Size(), Mode: fi.Mode(), ModTime: fi.ModTime()}
+	if rel := strings.TrimPrefix(strings.TrimPrefix(full, strings.TrimSuffix(root, "/")), "/"); rel != "" {
+		st.Name = path.Base(rel)
+	}
 	if fi.Mode()&os.ModeSymlink != 0 {
 		st.LinkTarget, _ = os.Readlink(full)
 	}
@@ -222,7 +233,7 @@ func (m *Manager) CopyFrom(ctx context.Context, ref, p string, follow bool, stat
 		if follow {
 			opts = append(opts, archive.WithFollowLink())
 		}
-		return archive.TarPath(ctx, w, root, p, opts...)
+		return archive.TarPath(ctx, w, root, inContainer(p), opts...)
 	})
 }
 
@@ -239,7 +250,7 @@ func (m *Manager) CopyTo(ctx context.Context, ref, dir string, r io.Reader) erro
 		return fmt.Errorf("container %s has a read-only root filesystem: %w", names.Short(rec.ID), errdefs.ErrFailedPrecondition)
 	}
 	return m.withRoot(ctx, ns, rec, true, func(root string) error {
-		_, err := archive.UntarInto(ctx, root, dir, r, archive.WithSameOwner(true))
+		_, err := archive.UntarInto(ctx, root, inContainer(dir), r, archive.WithSameOwner(true))
 		return err
 	})
 }

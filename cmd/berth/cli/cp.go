@@ -115,33 +115,52 @@ type destination struct {
 	exists, dir bool
 }
 
-// plan applies docker cp's rules: it returns the folder to extract into
-// and the renaming.
-func plan(srcPath string, srcDir bool, dst string, d destination) (string, copyPlan, error) {
-	clean := path.Clean("/" + srcPath)
-	p := copyPlan{top: path.Base(clean), contents: srcDir && (strings.HasSuffix(srcPath, "/.") || srcPath == ".")}
-	if clean == "/" {
-		p.top, p.contents = "", true
-	}
-	p.newTop = p.top
+// copySource describes what is copied.
+type copySource struct {
+	// base is the name the copy takes: the last component of the source
+	// path as given.
+	base string
+	// top is the tar's top entry: "" when the tar holds a folder's
+	// content (a root, or a link to one, followed).
+	top string
+	dir bool
+	// contents: the path ends in "/.": the folder's content is copied,
+	// not the folder.
+	contents bool
+}
+
+func newCopySource(p, top string, dir bool) copySource {
+	clean := path.Clean("/" + p)
+	return copySource{base: path.Base(clean), top: top, dir: dir,
+		contents: dir && (strings.HasSuffix(p, "/.") || p == ".")}
+}
+
+// plan applies docker cp's rules: it returns the folder to extract into,
+// a folder to create first ("" for none) and the renaming.
+func plan(src copySource, dst string, d destination) (dir, mkdir string, p copyPlan, err error) {
+	p = copyPlan{top: src.top, newTop: src.top}
 	switch {
+	case d.exists && d.dir && src.contents:
+		p.contents = true
+		return dst, "", p, nil
+	case d.exists && d.dir && src.top == "":
+		sub := path.Join(dst, src.base)
+		return sub, sub, p, nil
 	case d.exists && d.dir:
-		return dst, p, nil
-	case d.exists && srcDir:
-		return "", p, usageError("cannot copy a folder onto the file %s", dst)
-	case !d.exists && !srcDir && strings.HasSuffix(dst, "/"):
-		return "", p, fmt.Errorf("destination folder %s does not exist", dst)
+		p.newTop = src.base
+		return dst, "", p, nil
+	case d.exists && src.dir:
+		return "", "", p, usageError("cannot copy a folder onto the file %s", dst)
+	case !d.exists && !src.dir && strings.HasSuffix(dst, "/"):
+		return "", "", p, fmt.Errorf("destination folder %s does not exist", dst)
+	case src.top == "":
+		// A folder's content becomes the new folder's.
+		return dst, dst, p, nil
 	}
-	// A file over a file, or anything to a new name: extract beside it,
+	// A file over a file, or anything to a new name: extracted beside it,
 	// under its name.
 	p.newTop = path.Base(strings.TrimSuffix(dst, "/"))
-	if p.top == "" {
-		return "", p, usageError("cannot copy a root folder to the new path %s: create it first", dst)
-	}
-	if p.contents {
-		p.contents = false
-	}
-	return parentOf(dst), p, nil
+	return parentOf(dst), "", p, nil
 }
 
 func parentOf(p string) string {
@@ -228,16 +247,20 @@ func copyFromContainer(ctx context.Context, c *Client, g *globals, ctr, src, dst
 		_, err := io.Copy(g.stdout, r)
 		return err
 	}
-	srcDir := os.FileMode(stat.Mode).IsDir()
 	d := destination{}
 	if fi, err := os.Stat(dst); err == nil {
 		d = destination{exists: true, dir: fi.IsDir()}
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	dir, p, err := plan(src, srcDir, dst, d)
+	dir, mkdir, p, err := plan(newCopySource(src, stat.Name, os.FileMode(stat.Mode).IsDir()), dst, d)
 	if err != nil {
 		return err
+	}
+	if mkdir != "" {
+		if err := os.Mkdir(mkdir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("create destination folder: %w", err)
+		}
 	}
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 		return fmt.Errorf("destination folder %s does not exist", dir)
@@ -276,13 +299,26 @@ func copyToContainer(ctx context.Context, c *Client, g *globals, src, ctr, dst s
 		if err != nil {
 			return err
 		}
-		fi, err := statHost(abs, o.follow)
+		if o.follow {
+			// A link on the host resolves as the host sees it.
+			if abs, err = filepath.EvalSymlinks(abs); err != nil {
+				return err
+			}
+		}
+		fi, err := os.Lstat(abs)
 		if err != nil {
 			return err
 		}
+		if abs == "/" {
+			return usageError("copying the host's root folder is not supported")
+		}
 		var p copyPlan
-		if dir, p, err = plan(src, fi.IsDir(), dst, d); err != nil {
+		var mkdir string
+		if dir, mkdir, p, err = plan(newCopySource(src, filepath.Base(abs), fi.IsDir()), dst, d); err != nil {
 			return err
+		}
+		if mkdir != "" {
+			return fmt.Errorf("copy %s: the source has no name to give the copy", src)
 		}
 		if !d.exists {
 			if pst, err := api.StatPath(ctx, &containersapi.CopyFromRequest{Id: ctr, Path: dir, FollowLink: true}); err != nil || !os.FileMode(pst.Mode).IsDir() {
@@ -319,24 +355,13 @@ func copyToContainer(ctx context.Context, c *Client, g *globals, src, ctr, dst s
 	return containerError(err)
 }
 
-func statHost(p string, follow bool) (os.FileInfo, error) {
-	if follow {
-		return os.Stat(p)
-	}
-	return os.Lstat(p)
-}
-
 // hostTar streams a tar of host path abs, renamed by p, owned by root in
 // the container unless keepOwner.
 func hostTar(ctx context.Context, abs string, p copyPlan, o copyOpts) io.Reader {
 	pr, pw := io.Pipe()
 	raw, rawW := io.Pipe()
 	go func() {
-		var opts []archive.CopyOpt
-		if o.follow {
-			opts = append(opts, archive.WithFollowLink())
-		}
-		rawW.CloseWithError(archive.TarPath(ctx, rawW, filepath.Dir(abs), filepath.Base(abs), opts...))
+		rawW.CloseWithError(archive.TarPath(ctx, rawW, filepath.Dir(abs), filepath.Base(abs)))
 	}()
 	go func() {
 		err := retar(raw, pw, p, owner(o.keepOwner, 0, 0))
