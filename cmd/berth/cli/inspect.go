@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -196,7 +197,9 @@ func execTemplate(g *globals, tmpl *template.Template, v any) error {
 		return err
 	}
 	var data any
-	if err := json.Unmarshal(b, &data); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber() // numbers print as written, not as floats
+	if err := dec.Decode(&data); err != nil {
 		return err
 	}
 	if err := tmpl.Execute(g.stdout, data); err != nil {
