@@ -100,13 +100,20 @@ func (m *Manager) handleExit(ns, id string, e *entry, run *runState, exit Exit) 
 		r.State.RestartCount++
 		m.scheduleRestart(ns, id, e, delay)
 	}
-	if err := m.saveState(ctx, &r); err != nil {
-		slog.Warn("record container exit", "id", id, "error", err)
+	autoRemove := r.Config.Options.AutoRemove && !restart
+	// An auto-removed container's state is not written: its record goes.
+	if !autoRemove {
+		if err := m.saveState(ctx, &r); err != nil {
+			slog.Warn("record container exit", "id", id, "error", err)
+		}
 	}
 	close(run.done)
-	if r.Config.Options.AutoRemove && !restart {
+	if autoRemove {
 		if err := m.removeLocked(ctx, ns, e, &r, true); err != nil {
 			slog.Warn("remove container at exit (--rm)", "id", id, "error", err)
+			if err := m.saveState(ctx, &r); err != nil {
+				slog.Warn("record container exit", "id", id, "error", err)
+			}
 		}
 	}
 	e.notifyExited(code)
