@@ -84,8 +84,6 @@ type procStream struct {
 	recv   func() (*containersapi.StreamResponse, error)
 	close  func()
 	sendMu sync.Mutex
-	// signal sends a signal to the process by name.
-	signal func(string) error
 }
 
 // streamInput is what the client sends after the first message.
