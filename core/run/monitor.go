@@ -191,7 +191,9 @@ func (m *Manager) restartNow(ns, id string, e *entry) {
 // meanwhile have their exit recorded and their policy applied), pending
 // restarts are rescheduled, and containers with restart policy always,
 // or unless-stopped without a user's stop, that are not running are
-// started, as Docker does when its daemon starts.
+// started, as Docker does when its daemon starts. Starts happen in the
+// background; the rest is done when Reconcile returns, so calls served
+// afterwards see every running container monitored.
 func (m *Manager) Reconcile(ctx context.Context, namespaceList []string) error {
 	var errs []error
 	for _, ns := range namespaceList {
@@ -247,8 +249,12 @@ func (m *Manager) reconcileOne(ctx context.Context, ns string, r Record) error {
 		err = m.removeLocked(ctx, ns, e, &r, true)
 	case r.State.Status == StatusExited && (r.Config.Options.RestartPolicy.Name == RestartAlways ||
 		r.Config.Options.RestartPolicy.Name == RestartUnlessStopped && !r.State.StoppedByUser):
-		r.State.StoppedByUser = false
-		err = m.startLocked(ctx, ns, e, &r)
+		// Started in the background, like any restart, so reconciling
+		// stays quick.
+		r.State.Status, r.State.StoppedByUser = StatusRestarting, false
+		if err = m.saveState(ctx, &r); err == nil {
+			m.scheduleRestart(ns, r.ID, e, 0)
+		}
 	}
 	e.mu.Unlock()
 	return err

@@ -5,7 +5,6 @@
 package berthcontainers
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -125,19 +124,16 @@ func initManager(ic *plugins.InitContext) (any, error) {
 	})
 	if rt, err := ic.GetByID(plugins.RuntimePluginV2, "task"); err == nil {
 		m.SetRuntime(runtimeAdapter{m: rt.(*runtimev2.Manager)})
-		// Containers that should run again (restart policies) and those
-		// still running get their monitors back, in the background so
-		// berthd starts serving at once.
-		go func() {
-			nss, err := db.Namespaces().List(context.Background())
-			if err != nil {
-				slog.Error("list namespaces to reconcile containers", "error", err)
-				return
-			}
-			if err := m.Reconcile(context.Background(), nss); err != nil {
-				slog.Warn("reconcile containers", "error", err)
-			}
-		}()
+		// Running containers get their monitors back before berthd
+		// serves (the shim manager has reconnected to their shims);
+		// containers that should run again start in the background.
+		nss, err := db.Namespaces().List(ic.Context)
+		if err != nil {
+			return nil, fmt.Errorf("list namespaces to reconcile containers: %w", err)
+		}
+		if err := m.Reconcile(ic.Context, nss); err != nil {
+			slog.Warn("reconcile containers", "error", err)
+		}
 	} else {
 		slog.Warn("no container runtime: berth containers can be created but not run", "error", err)
 	}
