@@ -383,12 +383,11 @@ func TestBerthContainersAndTasks(t *testing.T) {
 	if err := attach.Start(); err != nil {
 		t.Fatal(err)
 	}
-	d.MustBerth("tasks", "kill", "--all", "bg")
-	if out, _ := io.ReadAll(attachOut); len(out) != 0 {
-		t.Logf("attach printed %q", out)
-	}
-	if err := attach.Wait(); err == nil || attach.ProcessState.ExitCode() != 143 {
-		t.Errorf("attach ended with %v, want exit 143 (SIGTERM)", err)
+	// What the detached task printed waited in its FIFO.
+	waitOutput(t, attachOut, "started\n")
+	d.MustBerth("tasks", "kill", "--signal", "KILL", "bg")
+	if err := attach.Wait(); err == nil || attach.ProcessState.ExitCode() != 137 {
+		t.Errorf("attach ended with %v, want exit 137", err)
 	}
 	if r := d.Berth("containers", "rm", "bg"); r.ExitCode != 0 {
 		t.Errorf("containers rm of a stopped container: %s", r.Stderr)
@@ -396,6 +395,23 @@ func TestBerthContainersAndTasks(t *testing.T) {
 	d.MustBerth("containers", "rm", "c1")
 	if left := bundles(t, d); len(left) != 0 {
 		t.Errorf("bundles left: %v", left)
+	}
+}
+
+// waitOutput reads r until it has produced want.
+func waitOutput(t *testing.T, r io.Reader, want string) {
+	t.Helper()
+	got := make([]byte, 0, len(want))
+	buf := make([]byte, 256)
+	for len(got) < len(want) {
+		n, err := r.Read(buf)
+		got = append(got, buf[:n]...)
+		if err != nil {
+			break
+		}
+	}
+	if string(got) != want {
+		t.Errorf("read %q, want %q", got, want)
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -103,11 +102,12 @@ func startTask(ctx context.Context, g *globals, c *Client, id string, o startOpt
 	if err != nil {
 		return err
 	}
-	var in io.Reader = g.stdin
+	var a *attachment
 	if o.detach {
-		in = nil
+		a, err = attach(ctx, *fifos, nil, nil, nil)
+	} else {
+		a, err = attach(ctx, *fifos, g.stdin, g.stdout, g.stderr)
 	}
-	a, err := attach(ctx, *fifos, in, g.stdout, g.stderr)
 	if err != nil {
 		fifos.remove()
 		return err
@@ -459,11 +459,12 @@ func execProcess(ctx context.Context, g *globals, c *Client, id string, args []s
 		return err
 	}
 	defer fifos.remove()
-	var in io.Reader = g.stdin
+	var a *attachment
 	if o.detach {
-		in = nil
+		a, err = attach(ctx, *fifos, nil, nil, nil)
+	} else {
+		a, err = attach(ctx, *fifos, g.stdin, g.stdout, g.stderr)
 	}
-	a, err := attach(ctx, *fifos, in, g.stdout, g.stderr)
 	if err != nil {
 		return err
 	}

@@ -62,7 +62,9 @@ type attachment struct {
 
 // attach opens the FIFOs (creating them when missing) and starts copying:
 // in to stdin (when in is not nil; EOF on in closes stdin), stdout and
-// stderr to out and errw.
+// stderr to out and errw. With out nil the output FIFOs are opened (so the
+// shim can open its ends) but not read: what the process prints waits in
+// them for a later attach.
 func attach(ctx context.Context, paths fifoSet, in io.Reader, out, errw io.Writer) (*attachment, error) {
 	a := &attachment{stdinEOF: make(chan struct{})}
 	flags := syscall.O_CREAT | syscall.O_NONBLOCK
@@ -97,6 +99,9 @@ func attach(ctx context.Context, paths fifoSet, in io.Reader, out, errw io.Write
 			return nil, fmt.Errorf("open output FIFO: %w", err)
 		}
 		a.closers = append(a.closers, r)
+		if out == nil {
+			continue
+		}
 		a.wg.Add(1)
 		go func(r io.Reader, w io.Writer) {
 			defer a.wg.Done()
