@@ -577,9 +577,10 @@ func TestRestartKeepsTasks(t *testing.T) {
 		}
 		waited <- w
 	}()
-	d.MustCtr("tasks", "kill", ids[5])
-	if w := <-waited; w == nil || w.ExitStatus != 143 {
-		t.Errorf("wait after kill: %v, want 143", w)
+	// sleep, the container's init, ignores SIGTERM: SIGKILL it.
+	d.MustCtr("tasks", "kill", "-s", "SIGKILL", ids[5])
+	if w := <-waited; w == nil || w.ExitStatus != 137 {
+		t.Errorf("wait after kill: %v, want 137", w)
 	}
 	cleanupContainers(t, d, ids)
 }
