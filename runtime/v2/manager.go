@@ -92,10 +92,11 @@ type Manager struct {
 
 	mu    sync.Mutex
 	tasks map[string]*Task // by namespace "/" id
-	// exiting holds the pids of shims told to shut down, by task key: a
-	// new task of the same id waits for it, as it would otherwise find the
-	// old shim still serving its socket and join it.
-	exiting map[string]int
+	// exiting holds the teardowns of deleted tasks, by task key: a new
+	// task of the same id waits for its shim to be gone, as it would
+	// otherwise find the old shim still serving its socket and join it.
+	exiting   map[string]*teardown
+	teardowns sync.WaitGroup
 	hooks   []DeleteHook
 	died    []TaskDeleted // found dead at start, replayed to late hooks
 	closing bool
@@ -119,7 +120,7 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("find berthd's binary: %w", err)
 	}
-	m := &Manager{opts: opts, self: self, tasks: map[string]*Task{}, exiting: map[string]int{}}
+	m := &Manager{opts: opts, self: self, tasks: map[string]*Task{}, exiting: map[string]*teardown{}}
 	if err := m.load(ctx); err != nil {
 		return nil, err
 	}
@@ -279,6 +280,7 @@ func (m *Manager) startTask(ctx context.Context, t *Task, opts CreateOpts) (err 
 	// the dead-shim cleanup; finish it.
 	resp, err := t.shim.Create(context.WithoutCancel(ctx), req)
 	if err != nil {
+		m.startTeardown(t, func() {})
 		m.stopShim(ctx, t)
 		// Whatever the runtime or the mounts left goes too.
 		if _, derr := m.deleteShim(ctx, t.binary, t.namespace, t.id, t.bundle.path); derr != nil {
@@ -332,25 +334,50 @@ func (m *Manager) stopShim(ctx context.Context, t *Task) {
 		m.killShim(t)
 	}
 	t.closeConn()
-	if t.shimPid > 0 {
-		m.mu.Lock()
-		m.exiting[key(t.namespace, t.id)] = t.shimPid
-		m.mu.Unlock()
-	}
+}
+
+// teardown is the shutdown of a deleted task's shim and the removal of
+// its bundle, which Delete leaves running after it answered.
+type teardown struct {
+	done chan struct{}
+	pid  int // the shim's, once told to shut down
 }
 
 // shimExitTimeout bounds the wait for a shim told to shut down.
 const shimExitTimeout = 5 * time.Second
 
-// awaitShimExit waits until the shim last shut down for the task key has
-// exited; it takes a few milliseconds after its Shutdown reply.
+// startTeardown records the teardown of t, for a new task of its id to
+// wait on, and runs f in the background.
+func (m *Manager) startTeardown(t *Task, f func()) {
+	td := &teardown{done: make(chan struct{}), pid: t.shimPid}
+	m.mu.Lock()
+	m.exiting[key(t.namespace, t.id)] = td
+	m.teardowns.Add(1)
+	m.mu.Unlock()
+	go func() {
+		defer m.teardowns.Done()
+		defer close(td.done)
+		f()
+	}()
+}
+
+// awaitShimExit waits until the teardown of the task key's last task is
+// done and its shim exited: a few milliseconds after its Shutdown reply.
 func (m *Manager) awaitShimExit(k string) {
 	m.mu.Lock()
-	pid, ok := m.exiting[k]
+	td, ok := m.exiting[k]
 	delete(m.exiting, k)
 	m.mu.Unlock()
-	if ok {
-		waitPidExit(pid, shimExitTimeout)
+	if !ok {
+		return
+	}
+	select {
+	case <-td.done:
+	case <-time.After(shimExitTimeout):
+		return
+	}
+	if td.pid > 0 {
+		waitPidExit(td.pid, shimExitTimeout)
 	}
 }
 
@@ -445,11 +472,15 @@ func (m *Manager) Delete(ctx context.Context, id string) (Exit, error) {
 		m.forget(t)
 		return exit, nil
 	}
-	m.stopShim(ctx, t)
+	// The shim deleted the container and unmounted its rootfs: the exit
+	// can go back now, while the shim shuts down and the bundle goes.
+	m.startTeardown(t, func() {
+		m.stopShim(context.WithoutCancel(ctx), t)
+		if err := t.bundle.remove(); err != nil {
+			slog.Warn("remove bundle", "namespace", t.namespace, "id", t.id, "error", err)
+		}
+	})
 	m.forget(t)
-	if err := t.bundle.remove(); err != nil {
-		slog.Warn("remove bundle", "namespace", t.namespace, "id", t.id, "error", err)
-	}
 	m.runHooks(TaskDeleted{Namespace: t.namespace, ID: t.id, Exit: exit})
 	return exit, nil
 }
@@ -528,6 +559,13 @@ func (m *Manager) publishGone(ctx context.Context, t *Task, exit *Exit) {
 // Close lets go of the shims without stopping them: they and their
 // containers outlive berthd, which reconnects at its next start.
 func (m *Manager) Close() error {
+	// Deleted tasks' shims get their Shutdown first.
+	done := make(chan struct{})
+	go func() { m.teardowns.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(shimExitTimeout):
+	}
 	m.mu.Lock()
 	m.closing = true
 	tasks := make([]*Task, 0, len(m.tasks))

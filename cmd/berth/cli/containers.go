@@ -281,7 +281,8 @@ type containerInfo struct {
 }
 
 func containersInfoCommand(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var specOnly bool
+	cmd := &cobra.Command{
 		Use:   "info ID",
 		Short: "show a container's record and spec as JSON",
 		Args:  exactArgs(1, "ID"),
@@ -303,9 +304,14 @@ func containersInfoCommand(g *globals) *cobra.Command {
 			if v := ct.Spec.GetValue(); json.Valid(v) {
 				info.Spec = v
 			}
+			if specOnly {
+				return writeJSON(g.stdout, info.Spec)
+			}
 			return writeJSON(g.stdout, info)
 		},
 	}
+	cmd.Flags().BoolVar(&specOnly, "spec", false, "print only the OCI spec")
+	return cmd
 }
 
 func containersRmCommand(g *globals) *cobra.Command {
