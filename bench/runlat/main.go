@@ -1,6 +1,6 @@
 // Command runlat measures `run --rm IMAGE true` through berthd's API, as
-// ctr run --rm does it, in one process: prepare the snapshot, create the
-// container, create, start, wait for and delete the task, delete the
+// ctr run --rm does it, in one process: create the container, prepare its
+// snapshot, create, start, wait for and delete the task, delete the
 // container and its snapshot. It prints one latency per line in
 // milliseconds, then the median.
 //
@@ -108,15 +108,17 @@ func (c *client) runOnce(ctx context.Context, id string) (uint32, error) {
 	if err != nil {
 		return 0, err
 	}
-	prep, err := c.snapshots.Prepare(ctx, &snapshotsapi.PrepareSnapshotRequest{Snapshotter: c.sn, Key: id, Parent: c.chainID})
-	if err != nil {
-		return 0, err
-	}
 	_, err = c.containers.Create(ctx, &containersapi.CreateContainerRequest{Container: &containersapi.Container{
 		ID: id, Image: c.image, Runtime: &containersapi.Container_Runtime{Name: c.runtime},
 		Spec:        &anypb.Any{TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/Spec", Value: data},
 		Snapshotter: c.sn, SnapshotKey: id,
 	}})
+	if err != nil {
+		return 0, err
+	}
+	// The container record comes first: it keeps the snapshot from
+	// garbage collection (no lease needed).
+	prep, err := c.snapshots.Prepare(ctx, &snapshotsapi.PrepareSnapshotRequest{Snapshotter: c.sn, Key: id, Parent: c.chainID})
 	if err != nil {
 		return 0, err
 	}

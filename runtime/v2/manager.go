@@ -97,9 +97,9 @@ type Manager struct {
 	// otherwise find the old shim still serving its socket and join it.
 	exiting   map[string]*teardown
 	teardowns sync.WaitGroup
-	hooks   []DeleteHook
-	died    []TaskDeleted // found dead at start, replayed to late hooks
-	closing bool
+	hooks     []DeleteHook
+	died      []TaskDeleted // found dead at start, replayed to late hooks
+	closing   bool
 }
 
 func key(ns, id string) string { return ns + "/" + id }
