@@ -70,6 +70,8 @@ type Attachment struct {
 	mu      sync.Mutex
 	run     *runState
 	started <-chan struct{}
+	// exited fires at the next exit: the followed run's.
+	exited <-chan struct{}
 }
 
 // Attach connects to container ref.
@@ -83,7 +85,7 @@ func (m *Manager) Attach(ctx context.Context, ref string, o AttachOptions) (*Att
 	}
 	e := m.entry(ns, r.ID)
 	e.mu.Lock()
-	a := &Attachment{ID: r.ID, TTY: r.Config.Options.Tty, m: m, ns: ns, e: e, rec: r, o: o, run: e.run, started: e.started}
+	a := &Attachment{ID: r.ID, TTY: r.Config.Options.Tty, m: m, ns: ns, e: e, rec: r, o: o, run: e.run, started: e.started, exited: e.exited}
 	e.mu.Unlock()
 	return a, nil
 }
@@ -155,7 +157,7 @@ func (a *Attachment) Stream(ctx context.Context, ready func(), out func(stream s
 	if a.rec.Config.Options.AutoRemove {
 		select {
 		case <-a.e.removed:
-		case <-a.e.exited:
+		case <-a.exited:
 			// Restarted instead (policy) or removal failed: report anyway.
 		case <-time.After(killGrace):
 		case <-ctx.Done():

@@ -294,9 +294,15 @@ func (m *Manager) List(ctx context.Context) ([]Record, error) {
 	return out, nil
 }
 
+// foreignStateTimeout bounds the shim call foreignState makes.
+const foreignStateTimeout = 2 * time.Second
+
 // foreignState is the state of a container berth did not make, read
 // from its task.
 func (m *Manager) foreignState(ctx context.Context, id string) State {
+	// A shim that does not answer must not hold a listing up.
+	ctx, cancel := context.WithTimeout(ctx, foreignStateTimeout)
+	defer cancel()
 	st := State{Status: StatusCreated}
 	rt, err := m.runtime()
 	if err != nil {

@@ -189,73 +189,82 @@ func (m *Manager) restartNow(ns, id string, e *entry) {
 // Reconcile brings berthd's view in line with the tasks after a start:
 // running containers get their monitor back (and those whose task ended
 // meanwhile have their exit recorded and their policy applied), pending
-// restarts are rescheduled, and containers with restart policy always,
-// or unless-stopped without a user's stop, that are not running are
-// started, as Docker does when its daemon starts. Starts happen in the
-// background; the rest is done when Reconcile returns, so calls served
-// afterwards see every running container monitored.
+// restarts are rescheduled, exited auto-remove containers are removed,
+// and containers with restart policy always, or unless-stopped without a
+// user's stop, that are not running are started, as Docker does when its
+// daemon starts. Reconcile itself only reads records and looks tasks up:
+// whatever talks to shims (waits, starts, removals) runs in the
+// background, so a shim that does not answer cannot hold berthd's start.
 func (m *Manager) Reconcile(ctx context.Context, namespaceList []string) error {
+	rt, err := m.runtime()
+	if err != nil {
+		return err
+	}
 	var errs []error
 	for _, ns := range namespaceList {
 		nctx := namespaces.WithNamespace(ctx, ns)
-		all, err := m.List(nctx)
+		all, err := m.o.Containers.List(nctx)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		for _, r := range all {
-			if !r.Managed {
+		for _, c := range all {
+			r, err := decodeRecord(c)
+			if err != nil {
+				errs = append(errs, err)
 				continue
 			}
-			if err := m.reconcileOne(nctx, ns, r); err != nil {
-				errs = append(errs, err)
+			if r.Managed {
+				m.reconcileOne(nctx, rt, ns, r)
 			}
 		}
 	}
 	return errors.Join(errs...)
 }
 
-func (m *Manager) reconcileOne(ctx context.Context, ns string, r Record) error {
-	rt, err := m.runtime()
-	if err != nil {
-		return err
-	}
+func (m *Manager) reconcileOne(ctx context.Context, rt Runtime, ns string, r Record) {
 	e := m.entry(ns, r.ID)
 	e.mu.Lock()
+	defer e.mu.Unlock()
 	if e.run != nil {
-		e.mu.Unlock()
-		return nil
+		return
 	}
+	policy := r.Config.Options.RestartPolicy.Name
 	switch {
 	case r.State.Running():
 		task, err := rt.Get(ctx, r.ID)
 		if err != nil && !errdefs.IsNotFound(err) {
-			e.mu.Unlock()
-			return err
+			slog.Warn("reconcile container", "id", r.ID, "error", err)
+			return
 		}
 		run := &runState{task: task, started: r.State.StartedAt, done: make(chan struct{}), drained: make(chan struct{})}
-		e.run = run
-		e.mu.Unlock()
-		if task == nil {
-			m.handleExit(ns, r.ID, e, run, Exit{Status: exitUnknown, At: time.Now().UTC()})
-			return nil
-		}
+		e.run, e.lastRun = run, run
 		m.wg.Add(1)
+		if task == nil {
+			// The task and its status are gone (a reboot): an unknown end.
+			go func() {
+				defer m.wg.Done()
+				m.handleExit(ns, r.ID, e, run, Exit{Status: exitUnknown, At: time.Now().UTC()})
+			}()
+			return
+		}
 		go m.monitor(ns, r.ID, e, run)
-		return nil
 	case r.State.Status == StatusRestarting:
 		m.scheduleRestart(ns, r.ID, e, 0)
 	case r.State.Status == StatusExited && r.Config.Options.AutoRemove:
-		err = m.removeLocked(ctx, ns, e, &r, true)
-	case r.State.Status == StatusExited && (r.Config.Options.RestartPolicy.Name == RestartAlways ||
-		r.Config.Options.RestartPolicy.Name == RestartUnlessStopped && !r.State.StoppedByUser):
-		// Started in the background, like any restart, so reconciling
-		// stays quick.
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			if err := m.Remove(namespaces.WithNamespace(m.ctx, ns), r.ID, true); err != nil && !errdefs.IsNotFound(err) {
+				slog.Warn("remove exited container (--rm)", "id", r.ID, "error", err)
+			}
+		}()
+	case r.State.Status == StatusExited && (policy == RestartAlways || policy == RestartUnlessStopped && !r.State.StoppedByUser):
 		r.State.Status, r.State.StoppedByUser = StatusRestarting, false
-		if err = m.saveState(ctx, &r); err == nil {
-			m.scheduleRestart(ns, r.ID, e, 0)
+		if err := m.saveState(ctx, &r); err != nil {
+			slog.Warn("reconcile container", "id", r.ID, "error", err)
+			return
 		}
+		m.scheduleRestart(ns, r.ID, e, 0)
 	}
-	e.mu.Unlock()
-	return err
 }
