@@ -104,6 +104,13 @@ func TestDiffCommitExport(t *testing.T) {
 	if fi, err := os.Stat(out); err != nil || fi.Size() < 100000 {
 		t.Errorf("export -o: %v", err)
 	}
+	// An image's STOPSIGNAL is what stop sends to its containers.
+	d.MustBerth("commit", "-c", "STOPSIGNAL SIGUSR2", "ch", "usr2-image")
+	d.MustBerth("run", "-d", "--name", "usr2", "usr2-image", "sh", "-c", `trap "exit 12" USR2; while true; do sleep 0.1; done`)
+	d.MustBerth("stop", "-t", "10", "usr2")
+	if st := state(t, d, "usr2"); st.ExitCode != 12 {
+		t.Errorf("stop of a container whose image stops with SIGUSR2: %+v", st)
+	}
 }
 
 // waitFile waits until ref's container has path.
