@@ -229,6 +229,12 @@ func TestRunOptions(t *testing.T) {
 			t.Errorf("limits: %q lacks %s", cg, want)
 		}
 	}
+	// The kernel's OOM killer shows in the state.
+	wantExit(t, d.Berth("run", "--name", "oom", "--memory", "8m", "--memory-swap", "8m", "busybox", "sh", "-c",
+		`x=$(head -c 50000000 /dev/zero | tr "\0" a); echo survived`), 137)
+	if got := d.MustBerth("inspect", "-f", "{{.State.OOMKilled}} {{.State.ExitCode}}", "oom"); got != "true 137\n" {
+		t.Errorf("OOM-killed container: %q", got)
+	}
 	capEff := func(args ...string) string {
 		out := d.MustBerth(append(append([]string{"run", "--rm"}, args...), "busybox", "grep", "CapEff", "/proc/self/status")...)
 		return strings.TrimSpace(strings.TrimPrefix(out, "CapEff:"))

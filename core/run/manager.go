@@ -177,6 +177,8 @@ type runState struct {
 	// drained is closed when the task is deleted: the shim has flushed
 	// the log.
 	drained chan struct{}
+	// oom is set when the kernel's OOM killer hit the container.
+	oom bool
 }
 
 func key(ns, id string) string { return ns + "/" + id }
@@ -191,6 +193,28 @@ func (m *Manager) entry(ns, id string) *entry {
 		m.entries[key(ns, id)] = e
 	}
 	return e
+}
+
+// lookupEntry returns the in-memory side of container id of ns, nil
+// when there is none.
+func (m *Manager) lookupEntry(ns, id string) *entry {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.entries[key(ns, id)]
+}
+
+// NoteOOM records that container id of ns hit its memory limit in its
+// current run: the exit that follows is reported with OOMKilled.
+func (m *Manager) NoteOOM(ns, id string) {
+	e := m.lookupEntry(ns, id)
+	if e == nil {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.run != nil {
+		e.run.oom = true
+	}
 }
 
 func (m *Manager) dropEntry(ns, id string) {

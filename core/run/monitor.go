@@ -94,6 +94,7 @@ func (m *Manager) handleExit(ns, id string, e *entry, run *runState, exit Exit) 
 		return
 	}
 	r.State.Status, r.State.Pid, r.State.ExitCode, r.State.FinishedAt = StatusExited, 0, code, exit.At.UTC()
+	r.State.OOMKilled = run.oom
 	restart, delay := m.shouldRestart(e, &r, run.started)
 	if restart {
 		r.State.Status = StatusRestarting

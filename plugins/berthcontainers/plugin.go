@@ -5,6 +5,7 @@
 package berthcontainers
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -12,9 +13,12 @@ import (
 	"path/filepath"
 	"time"
 
+	apievents "github.com/containerd/containerd/api/events"
 	"github.com/containerd/errdefs"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/berthd/berth/core/diff"
+	"github.com/berthd/berth/core/events"
 	"github.com/berthd/berth/core/metadata"
 	"github.com/berthd/berth/core/oci"
 	"github.com/berthd/berth/core/run"
@@ -42,7 +46,7 @@ func init() {
 		Type:     plugins.BerthServicePlugin,
 		ID:       ID,
 		Config:   &Config{LogMaxSize: "10m", LogMaxFile: 3, StopTimeout: plugins.Duration(10 * time.Second)},
-		Requires: []plugins.Type{plugins.MetadataPlugin, plugins.DiffPlugin, plugins.BerthInternalPlugin, plugins.RuntimePluginV2},
+		Requires: []plugins.Type{plugins.MetadataPlugin, plugins.DiffPlugin, plugins.BerthInternalPlugin, plugins.RuntimePluginV2, plugins.EventPlugin},
 		InitFn:   initManager,
 	})
 	plugins.Register(&plugins.Registration{
@@ -62,6 +66,40 @@ func init() {
 // Manager is the service plugin's instance.
 type Manager struct {
 	*run.Manager
+	stopEvents context.CancelFunc
+}
+
+// Close stops the event watch, then the manager.
+func (m *Manager) Close() error {
+	m.stopEvents()
+	return m.Manager.Close()
+}
+
+// watchOOM tells the manager about /tasks/oom events, so the exit that
+// follows is reported with OOMKilled. A subscription the exchange drops
+// (too far behind) is renewed.
+func watchOOM(ctx context.Context, ex *events.Exchange, m *run.Manager) {
+	for ctx.Err() == nil {
+		ch, errs := ex.Subscribe(ctx, `topic=="/tasks/oom"`)
+		for loop := true; loop; {
+			select {
+			case env, ok := <-ch:
+				if !ok {
+					loop = false
+					break
+				}
+				var ev apievents.TaskOOM
+				if err := proto.Unmarshal(env.Event.GetValue(), &ev); err == nil {
+					m.NoteOOM(env.Namespace, ev.ContainerID)
+				}
+			case err := <-errs:
+				if ctx.Err() == nil {
+					slog.Warn("OOM event subscription ended; renewing it", "error", err)
+				}
+				loop = false
+			}
+		}
+	}
 }
 
 func initManager(ic *plugins.InitContext) (any, error) {
@@ -137,7 +175,11 @@ func initManager(ic *plugins.InitContext) (any, error) {
 	} else {
 		slog.Warn("no container runtime: berth containers can be created but not run", "error", err)
 	}
-	return &Manager{Manager: m}, nil
+	ectx, stop := context.WithCancel(context.Background())
+	if ex, err := ic.GetSingle(plugins.EventPlugin); err == nil {
+		go watchOOM(ectx, ex.(*events.Exchange), m)
+	}
+	return &Manager{Manager: m, stopEvents: stop}, nil
 }
 
 // findInit locates the init binary for --init.
