@@ -99,6 +99,20 @@ func TestInteractiveTerminal(t *testing.T) {
 	ex.waitFor("25 90")
 	ex.waitFor("BERTH-EXIT=4")
 
+	// Ctrl-P Ctrl-Q detaches; the shell runs on and takes a new attach.
+	det := newTerminal(t, d, 100, 30, "run", "-it", "--name", "det", "busybox", "sh")
+	det.waitFor("/ # ")
+	det.send("C-p", "C-q")
+	det.waitFor("BERTH-EXIT=0")
+	if st := state(t, d, "det"); !st.Running {
+		t.Fatalf("detached container: %+v", st)
+	}
+	again := newTerminal(t, d, 100, 30, "attach", "det")
+	again.send("echo back-$((40+2))", "Enter")
+	again.waitFor("back-42")
+	again.send("exit 3", "Enter")
+	again.waitFor("BERTH-EXIT=3")
+
 	// -t without a terminal is refused.
 	wantExit(t, d.BerthIn("", "run", "-it", "busybox", "sh"), 125, "not a TTY")
 }

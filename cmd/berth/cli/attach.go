@@ -84,6 +84,8 @@ type procStream struct {
 	recv   func() (*containersapi.StreamResponse, error)
 	close  func()
 	sendMu sync.Mutex
+	// detached closes when the user typed the detach keys.
+	detached chan struct{}
 }
 
 // streamInput is what the client sends after the first message.
@@ -108,7 +110,7 @@ func openAttach(ctx context.Context, c *Client, id string, o streamOptions, g *g
 		cancel()
 		return nil, err
 	}
-	s := &procStream{o: o, g: g, recv: st.Recv, close: cancel}
+	s := &procStream{o: o, g: g, recv: st.Recv, close: cancel, detached: make(chan struct{})}
 	s.send = func(in *streamInput) error {
 		var m containersapi.AttachRequest
 		switch {
@@ -142,7 +144,7 @@ func openExec(ctx context.Context, c *Client, open *containersapi.ExecOpen, o st
 		cancel()
 		return nil, err
 	}
-	s := &procStream{o: o, g: g, recv: st.Recv, close: cancel}
+	s := &procStream{o: o, g: g, recv: st.Recv, close: cancel, detached: make(chan struct{})}
 	s.send = func(in *streamInput) error {
 		var m containersapi.ExecRequest
 		switch {
@@ -159,6 +161,10 @@ func openExec(ctx context.Context, c *Client, open *containersapi.ExecOpen, o st
 	}
 	return s, nil
 }
+
+// errDetached ends a session the user detached from (the process runs
+// on).
+var errDetached = errors.New("detached")
 
 // errNotStarted carries the exit code of a process that could not start.
 type errNotStarted struct {
@@ -211,16 +217,44 @@ func (s *procStream) run(ctx context.Context) (int, error) {
 	if s.o.stdin {
 		go s.copyStdin()
 	}
-	return s.copyOutput()
+	code, err := s.copyOutput()
+	if errors.Is(err, errDetached) {
+		restore()
+		fmt.Fprintln(s.g.stderr, "\r\nberth: detached (Ctrl-P Ctrl-Q); the process runs on")
+		return 0, nil
+	}
+	return code, err
 }
 
-// copyStdin sends the user's input until it ends.
+// Detach keys, as docker's: Ctrl-P then Ctrl-Q leaves a terminal
+// session with the container running.
+const (
+	ctrlP = 0x10
+	ctrlQ = 0x11
+)
+
+// copyStdin sends the user's input until it ends, or until the detach
+// keys on a terminal.
 func (s *procStream) copyStdin() {
 	buf := make([]byte, 32<<10)
+	heldP := false // a Ctrl-P ended the last read: is a Ctrl-Q next?
 	for {
 		n, err := s.g.stdin.Read(buf)
-		if n > 0 {
-			if s.sendInput(&streamInput{stdin: append([]byte(nil), buf[:n]...)}) != nil {
+		data := buf[:n]
+		if s.o.tty && n > 0 {
+			var detach bool
+			data, heldP, detach = scanDetach(data, heldP)
+			if detach {
+				if len(data) > 0 {
+					_ = s.sendInput(&streamInput{stdin: data})
+				}
+				close(s.detached)
+				s.close()
+				return
+			}
+		}
+		if len(data) > 0 {
+			if s.sendInput(&streamInput{stdin: data}) != nil {
 				return
 			}
 		}
@@ -231,11 +265,38 @@ func (s *procStream) copyStdin() {
 	}
 }
 
+// scanDetach looks for Ctrl-P Ctrl-Q in data (heldP: a Ctrl-P ended the
+// previous chunk and was held back). It returns what to send, whether a
+// trailing Ctrl-P is held back, and whether to detach.
+func scanDetach(data []byte, heldP bool) (out []byte, hold, detach bool) {
+	out = make([]byte, 0, len(data)+1)
+	for _, b := range data {
+		switch {
+		case heldP && b == ctrlQ:
+			return out, false, true
+		case heldP:
+			out = append(out, ctrlP)
+			heldP = false
+		}
+		if b == ctrlP {
+			heldP = true
+			continue
+		}
+		out = append(out, b)
+	}
+	return out, heldP, false
+}
+
 // copyOutput writes the output until the exit message.
 func (s *procStream) copyOutput() (int, error) {
 	for {
 		m, err := s.recv()
 		if err != nil {
+			select {
+			case <-s.detached:
+				return 0, errDetached
+			default:
+			}
 			if errors.Is(err, io.EOF) {
 				return 0, fmt.Errorf("berthd ended the stream without an exit status")
 			}
