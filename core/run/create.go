@@ -65,6 +65,9 @@ func (m *Manager) Create(ctx context.Context, name string, o Options) (Record, e
 	if err != nil {
 		return Record{}, err
 	}
+	if err := m.prepareNetwork(ctx, &o, info.config.Config); err != nil {
+		return Record{}, err
+	}
 	snName, sn, err := m.o.Unpacker.Snapshotter(ctx, o.Snapshotter)
 	if err != nil {
 		return Record{}, err
@@ -359,6 +362,7 @@ func (m *Manager) spec(ctx context.Context, ns, id string, o Options, img ocispe
 		},
 		GroupAdd:       o.GroupAdd,
 		Hostname:       o.Hostname,
+		HostNetwork:    isHostNetwork(o),
 		TTY:            o.Tty,
 		Sysctls:        o.Sysctls,
 		Memory:         o.Memory,

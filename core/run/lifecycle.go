@@ -93,14 +93,20 @@ func (m *Manager) startLocked(ctx context.Context, ns string, e *entry, r *Recor
 			return fmt.Errorf("container %s: remove the previous run's task: %w", names.Short(r.ID), err)
 		}
 	}
+	releaseNet, err := m.setupNetwork(ctx, ns, r, spec)
+	if err != nil {
+		return m.startFailed(ctx, r, err)
+	}
 	task, err := rt.Create(ctx, r.ID, TaskOptions{Runtime: o.Runtime, Spec: spec, Rootfs: mounts, IO: io})
 	if err != nil {
+		releaseNet()
 		return m.startFailed(ctx, r, err)
 	}
 	if err := task.Start(ctx); err != nil {
 		if _, derr := task.Delete(ctx); derr != nil {
 			slog.Warn("delete task that failed to start", "id", r.ID, "error", derr)
 		}
+		releaseNet()
 		return m.startFailed(ctx, r, err)
 	}
 	now := time.Now().UTC()
@@ -406,6 +412,7 @@ func (m *Manager) removeLocked(ctx context.Context, ns string, e *entry, r *Reco
 			}
 		}
 	}
+	m.releaseNetwork(ctx, ns, r.ID)
 	if err := m.o.Containers.Delete(ctx, r.ID); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("remove container %s: %w", names.Short(r.ID), err)
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/berthd/berth/core/images"
 	"github.com/berthd/berth/core/leases"
 	"github.com/berthd/berth/core/namespaces"
+	"github.com/berthd/berth/core/network"
 	"github.com/berthd/berth/core/snapshots"
 )
 
@@ -67,6 +68,9 @@ type ManagerOptions struct {
 	// StopTimeout is the default time between the stop signal and
 	// SIGKILL.
 	StopTimeout time.Duration
+	// Network gives containers their networks; nil leaves each with a
+	// bare network namespace (only "none" and "host" can be asked for).
+	Network network.Manager
 }
 
 // Manager keeps containers.

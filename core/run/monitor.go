@@ -79,6 +79,7 @@ func (m *Manager) handleExit(ns, id string, e *entry, run *runState, exit Exit) 
 	}
 	close(run.drained)
 	run.closeStdin()
+	m.releaseNetwork(ctx, ns, id)
 	if exit.At.IsZero() {
 		exit.At = time.Now().UTC()
 	}

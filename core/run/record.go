@@ -111,11 +111,13 @@ type LogConfig struct {
 	MaxFile int    `json:"MaxFile,omitempty"`
 }
 
-// Port is a published port. Recorded for the network wiring that
-// publishes them; nothing publishes them yet.
+// Port is a port to publish (-p): HostPort 0 asks for a free port, a
+// HostPortEnd above HostPort for one free port of that range. The ports
+// actually published are the network plugin's (see NetworkStatus).
 type Port struct {
 	HostIP        string `json:"HostIp,omitempty"`
 	HostPort      int    `json:"HostPort"`
+	HostPortEnd   int    `json:"HostPortEnd,omitempty"`
 	ContainerPort int    `json:"ContainerPort"`
 	Protocol      string `json:"Protocol"`
 }
@@ -173,6 +175,10 @@ type Options struct {
 	Ports    []Port       `json:"Ports,omitempty"`
 	Networks []string     `json:"Networks,omitempty"`
 	Mounts   []MountPoint `json:"Mounts,omitempty"`
+
+	// Networks are network names in order, or one mode (host, none,
+	// container:<id>); Network the other network settings (network.go).
+	Network NetworkOptions `json:"NetworkOptions,omitzero"`
 }
 
 // Config is what berth records about a container at create: the options
