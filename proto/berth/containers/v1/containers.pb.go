@@ -191,13 +191,35 @@ type Config struct {
 	StopSignal string `protobuf:"bytes,28,opt,name=stop_signal,json=stopSignal,proto3" json:"stop_signal,omitempty"`
 	// StopTimeout is seconds between the stop signal and SIGKILL; negative
 	// means berthd's default (10).
-	StopTimeout   int32      `protobuf:"varint,29,opt,name=stop_timeout,json=stopTimeout,proto3" json:"stop_timeout,omitempty"`
-	Log           *LogConfig `protobuf:"bytes,30,opt,name=log,proto3" json:"log,omitempty"`
-	ShmSize       int64      `protobuf:"varint,31,opt,name=shm_size,json=shmSize,proto3" json:"shm_size,omitempty"`
-	Sysctls       []string   `protobuf:"bytes,32,rep,name=sysctls,proto3" json:"sysctls,omitempty"`
-	Ulimits       []string   `protobuf:"bytes,33,rep,name=ulimits,proto3" json:"ulimits,omitempty"`
-	CpusetCpus    string     `protobuf:"bytes,34,opt,name=cpuset_cpus,json=cpusetCpus,proto3" json:"cpuset_cpus,omitempty"`
-	CpuShares     int64      `protobuf:"varint,35,opt,name=cpu_shares,json=cpuShares,proto3" json:"cpu_shares,omitempty"`
+	StopTimeout int32      `protobuf:"varint,29,opt,name=stop_timeout,json=stopTimeout,proto3" json:"stop_timeout,omitempty"`
+	Log         *LogConfig `protobuf:"bytes,30,opt,name=log,proto3" json:"log,omitempty"`
+	ShmSize     int64      `protobuf:"varint,31,opt,name=shm_size,json=shmSize,proto3" json:"shm_size,omitempty"`
+	Sysctls     []string   `protobuf:"bytes,32,rep,name=sysctls,proto3" json:"sysctls,omitempty"`
+	Ulimits     []string   `protobuf:"bytes,33,rep,name=ulimits,proto3" json:"ulimits,omitempty"`
+	CpusetCpus  string     `protobuf:"bytes,34,opt,name=cpuset_cpus,json=cpusetCpus,proto3" json:"cpuset_cpus,omitempty"`
+	CpuShares   int64      `protobuf:"varint,35,opt,name=cpu_shares,json=cpuShares,proto3" json:"cpu_shares,omitempty"`
+	// Networking (numbers from 60 on).
+	// Networks are network names or IDs, or one mode: "host", "none" or
+	// "container:<name|id>"; empty joins the default network. ("bridge"
+	// means the default network unless a network has that name.)
+	Networks []string `protobuf:"bytes,60,rep,name=networks,proto3" json:"networks,omitempty"`
+	// Publish are -p specs: [hostIP:][hostPort[-end]:]containerPort[-end][/proto].
+	// Containers report them back as given, ranges and free ports unresolved.
+	Publish []string `protobuf:"bytes,61,rep,name=publish,proto3" json:"publish,omitempty"`
+	// PublishAll publishes every port the image exposes on a free host port.
+	PublishAll bool `protobuf:"varint,62,opt,name=publish_all,json=publishAll,proto3" json:"publish_all,omitempty"`
+	// NetworkAliases are names the container answers to on its first
+	// network (user-defined networks only).
+	NetworkAliases []string `protobuf:"bytes,63,rep,name=network_aliases,json=networkAliases,proto3" json:"network_aliases,omitempty"`
+	Dns            []string `protobuf:"bytes,64,rep,name=dns,proto3" json:"dns,omitempty"`
+	DnsSearch      []string `protobuf:"bytes,65,rep,name=dns_search,json=dnsSearch,proto3" json:"dns_search,omitempty"`
+	DnsOptions     []string `protobuf:"bytes,66,rep,name=dns_options,json=dnsOptions,proto3" json:"dns_options,omitempty"`
+	// ExtraHosts are /etc/hosts entries "name:ip" ("name:host-gateway" is
+	// the gateway of the first network).
+	ExtraHosts []string `protobuf:"bytes,67,rep,name=extra_hosts,json=extraHosts,proto3" json:"extra_hosts,omitempty"`
+	// IP and MacAddress are fixed addresses on the first network.
+	Ip            string `protobuf:"bytes,68,opt,name=ip,proto3" json:"ip,omitempty"`
+	MacAddress    string `protobuf:"bytes,69,opt,name=mac_address,json=macAddress,proto3" json:"mac_address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -475,6 +497,76 @@ func (x *Config) GetCpuShares() int64 {
 		return x.CpuShares
 	}
 	return 0
+}
+
+func (x *Config) GetNetworks() []string {
+	if x != nil {
+		return x.Networks
+	}
+	return nil
+}
+
+func (x *Config) GetPublish() []string {
+	if x != nil {
+		return x.Publish
+	}
+	return nil
+}
+
+func (x *Config) GetPublishAll() bool {
+	if x != nil {
+		return x.PublishAll
+	}
+	return false
+}
+
+func (x *Config) GetNetworkAliases() []string {
+	if x != nil {
+		return x.NetworkAliases
+	}
+	return nil
+}
+
+func (x *Config) GetDns() []string {
+	if x != nil {
+		return x.Dns
+	}
+	return nil
+}
+
+func (x *Config) GetDnsSearch() []string {
+	if x != nil {
+		return x.DnsSearch
+	}
+	return nil
+}
+
+func (x *Config) GetDnsOptions() []string {
+	if x != nil {
+		return x.DnsOptions
+	}
+	return nil
+}
+
+func (x *Config) GetExtraHosts() []string {
+	if x != nil {
+		return x.ExtraHosts
+	}
+	return nil
+}
+
+func (x *Config) GetIp() string {
+	if x != nil {
+		return x.Ip
+	}
+	return ""
+}
+
+func (x *Config) GetMacAddress() string {
+	if x != nil {
+		return x.MacAddress
+	}
+	return ""
 }
 
 type CreateRequest struct {
@@ -1404,11 +1496,14 @@ type Container struct {
 	SizeRw int64 `protobuf:"varint,18,opt,name=size_rw,json=sizeRw,proto3" json:"size_rw,omitempty"`
 	// Managed is false for records berth did not create (ctr's); they have
 	// no name, config or state of berth's.
-	Managed       bool   `protobuf:"varint,19,opt,name=managed,proto3" json:"managed,omitempty"`
-	Hostname      string `protobuf:"bytes,20,opt,name=hostname,proto3" json:"hostname,omitempty"`
-	Platform      string `protobuf:"bytes,21,opt,name=platform,proto3" json:"platform,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Managed  bool   `protobuf:"varint,19,opt,name=managed,proto3" json:"managed,omitempty"`
+	Hostname string `protobuf:"bytes,20,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	Platform string `protobuf:"bytes,21,opt,name=platform,proto3" json:"platform,omitempty"`
+	// NetworkSettings is the container's network now (numbers from 60 on);
+	// ports (15) are the host ports published now, empty unless it runs.
+	NetworkSettings *NetworkSettings `protobuf:"bytes,60,opt,name=network_settings,json=networkSettings,proto3" json:"network_settings,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Container) Reset() {
@@ -1588,6 +1683,347 @@ func (x *Container) GetPlatform() string {
 	return ""
 }
 
+func (x *Container) GetNetworkSettings() *NetworkSettings {
+	if x != nil {
+		return x.NetworkSettings
+	}
+	return nil
+}
+
+// NetworkSettings describes a container's network as it is now.
+type NetworkSettings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Mode is "host", "none", "container:<id>" or the first network.
+	Mode string `protobuf:"bytes,1,opt,name=mode,proto3" json:"mode,omitempty"`
+	// SandboxKey is the network namespace's path; empty unless running
+	// (and for the host's network).
+	SandboxKey     string      `protobuf:"bytes,2,opt,name=sandbox_key,json=sandboxKey,proto3" json:"sandbox_key,omitempty"`
+	HostsPath      string      `protobuf:"bytes,3,opt,name=hosts_path,json=hostsPath,proto3" json:"hosts_path,omitempty"`
+	ResolvConfPath string      `protobuf:"bytes,4,opt,name=resolv_conf_path,json=resolvConfPath,proto3" json:"resolv_conf_path,omitempty"`
+	HostnamePath   string      `protobuf:"bytes,5,opt,name=hostname_path,json=hostnamePath,proto3" json:"hostname_path,omitempty"`
+	Networks       []*Endpoint `protobuf:"bytes,6,rep,name=networks,proto3" json:"networks,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *NetworkSettings) Reset() {
+	*x = NetworkSettings{}
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkSettings) ProtoMessage() {}
+
+func (x *NetworkSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkSettings.ProtoReflect.Descriptor instead.
+func (*NetworkSettings) Descriptor() ([]byte, []int) {
+	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *NetworkSettings) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *NetworkSettings) GetSandboxKey() string {
+	if x != nil {
+		return x.SandboxKey
+	}
+	return ""
+}
+
+func (x *NetworkSettings) GetHostsPath() string {
+	if x != nil {
+		return x.HostsPath
+	}
+	return ""
+}
+
+func (x *NetworkSettings) GetResolvConfPath() string {
+	if x != nil {
+		return x.ResolvConfPath
+	}
+	return ""
+}
+
+func (x *NetworkSettings) GetHostnamePath() string {
+	if x != nil {
+		return x.HostnamePath
+	}
+	return ""
+}
+
+func (x *NetworkSettings) GetNetworks() []*Endpoint {
+	if x != nil {
+		return x.Networks
+	}
+	return nil
+}
+
+// Endpoint is the container on one network.
+type Endpoint struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Network   string                 `protobuf:"bytes,1,opt,name=network,proto3" json:"network,omitempty"`
+	NetworkId string                 `protobuf:"bytes,2,opt,name=network_id,json=networkId,proto3" json:"network_id,omitempty"`
+	// Interface inside the container (eth0, eth1, ...).
+	Interface string `protobuf:"bytes,3,opt,name=interface,proto3" json:"interface,omitempty"`
+	// IPAddress without prefix; IPPrefixLen its prefix length.
+	IpAddress   string `protobuf:"bytes,4,opt,name=ip_address,json=ipAddress,proto3" json:"ip_address,omitempty"`
+	IpPrefixLen int32  `protobuf:"varint,5,opt,name=ip_prefix_len,json=ipPrefixLen,proto3" json:"ip_prefix_len,omitempty"`
+	Gateway     string `protobuf:"bytes,6,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	MacAddress  string `protobuf:"bytes,7,opt,name=mac_address,json=macAddress,proto3" json:"mac_address,omitempty"`
+	// Aliases are names besides the container's name; DNSNames every name
+	// the network's DNS answers for it.
+	Aliases  []string `protobuf:"bytes,8,rep,name=aliases,proto3" json:"aliases,omitempty"`
+	DnsNames []string `protobuf:"bytes,9,rep,name=dns_names,json=dnsNames,proto3" json:"dns_names,omitempty"`
+	// Connected is false for a network recorded for the container's next
+	// start (it is not running).
+	Connected     bool `protobuf:"varint,10,opt,name=connected,proto3" json:"connected,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Endpoint) Reset() {
+	*x = Endpoint{}
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Endpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Endpoint) ProtoMessage() {}
+
+func (x *Endpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
+func (*Endpoint) Descriptor() ([]byte, []int) {
+	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *Endpoint) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
+}
+
+func (x *Endpoint) GetNetworkId() string {
+	if x != nil {
+		return x.NetworkId
+	}
+	return ""
+}
+
+func (x *Endpoint) GetInterface() string {
+	if x != nil {
+		return x.Interface
+	}
+	return ""
+}
+
+func (x *Endpoint) GetIpAddress() string {
+	if x != nil {
+		return x.IpAddress
+	}
+	return ""
+}
+
+func (x *Endpoint) GetIpPrefixLen() int32 {
+	if x != nil {
+		return x.IpPrefixLen
+	}
+	return 0
+}
+
+func (x *Endpoint) GetGateway() string {
+	if x != nil {
+		return x.Gateway
+	}
+	return ""
+}
+
+func (x *Endpoint) GetMacAddress() string {
+	if x != nil {
+		return x.MacAddress
+	}
+	return ""
+}
+
+func (x *Endpoint) GetAliases() []string {
+	if x != nil {
+		return x.Aliases
+	}
+	return nil
+}
+
+func (x *Endpoint) GetDnsNames() []string {
+	if x != nil {
+		return x.DnsNames
+	}
+	return nil
+}
+
+func (x *Endpoint) GetConnected() bool {
+	if x != nil {
+		return x.Connected
+	}
+	return false
+}
+
+type ConnectRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ID names the container.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Network is a name, ID or unique ID prefix.
+	Network       string   `protobuf:"bytes,2,opt,name=network,proto3" json:"network,omitempty"`
+	Aliases       []string `protobuf:"bytes,3,rep,name=aliases,proto3" json:"aliases,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConnectRequest) Reset() {
+	*x = ConnectRequest{}
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConnectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConnectRequest) ProtoMessage() {}
+
+func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConnectRequest.ProtoReflect.Descriptor instead.
+func (*ConnectRequest) Descriptor() ([]byte, []int) {
+	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ConnectRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ConnectRequest) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
+}
+
+func (x *ConnectRequest) GetAliases() []string {
+	if x != nil {
+		return x.Aliases
+	}
+	return nil
+}
+
+type DisconnectRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Id      string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Network string                 `protobuf:"bytes,2,opt,name=network,proto3" json:"network,omitempty"`
+	// Force drops a network that no longer exists from the container.
+	Force         bool `protobuf:"varint,3,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DisconnectRequest) Reset() {
+	*x = DisconnectRequest{}
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DisconnectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DisconnectRequest) ProtoMessage() {}
+
+func (x *DisconnectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DisconnectRequest.ProtoReflect.Descriptor instead.
+func (*DisconnectRequest) Descriptor() ([]byte, []int) {
+	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *DisconnectRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DisconnectRequest) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
+}
+
+func (x *DisconnectRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
 type RenameRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1598,7 +2034,7 @@ type RenameRequest struct {
 
 func (x *RenameRequest) Reset() {
 	*x = RenameRequest{}
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[19]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1610,7 +2046,7 @@ func (x *RenameRequest) String() string {
 func (*RenameRequest) ProtoMessage() {}
 
 func (x *RenameRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[19]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1623,7 +2059,7 @@ func (x *RenameRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameRequest.ProtoReflect.Descriptor instead.
 func (*RenameRequest) Descriptor() ([]byte, []int) {
-	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{19}
+	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RenameRequest) GetId() string {
@@ -1651,7 +2087,7 @@ type WaitRequest struct {
 
 func (x *WaitRequest) Reset() {
 	*x = WaitRequest{}
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[20]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1663,7 +2099,7 @@ func (x *WaitRequest) String() string {
 func (*WaitRequest) ProtoMessage() {}
 
 func (x *WaitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[20]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1676,7 +2112,7 @@ func (x *WaitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitRequest.ProtoReflect.Descriptor instead.
 func (*WaitRequest) Descriptor() ([]byte, []int) {
-	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{20}
+	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *WaitRequest) GetId() string {
@@ -1703,7 +2139,7 @@ type WaitResponse struct {
 
 func (x *WaitResponse) Reset() {
 	*x = WaitResponse{}
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[21]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1715,7 +2151,7 @@ func (x *WaitResponse) String() string {
 func (*WaitResponse) ProtoMessage() {}
 
 func (x *WaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[21]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1728,7 +2164,7 @@ func (x *WaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitResponse.ProtoReflect.Descriptor instead.
 func (*WaitResponse) Descriptor() ([]byte, []int) {
-	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{21}
+	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WaitResponse) GetExitCode() int32 {
@@ -1759,7 +2195,7 @@ type LogsRequest struct {
 
 func (x *LogsRequest) Reset() {
 	*x = LogsRequest{}
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[22]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1771,7 +2207,7 @@ func (x *LogsRequest) String() string {
 func (*LogsRequest) ProtoMessage() {}
 
 func (x *LogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[22]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1784,7 +2220,7 @@ func (x *LogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogsRequest.ProtoReflect.Descriptor instead.
 func (*LogsRequest) Descriptor() ([]byte, []int) {
-	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{22}
+	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *LogsRequest) GetId() string {
@@ -1836,7 +2272,7 @@ type LogEntry struct {
 
 func (x *LogEntry) Reset() {
 	*x = LogEntry{}
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[23]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1848,7 +2284,7 @@ func (x *LogEntry) String() string {
 func (*LogEntry) ProtoMessage() {}
 
 func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[23]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1861,7 +2297,7 @@ func (x *LogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
 func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{23}
+	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *LogEntry) GetStream() string {
@@ -1895,7 +2331,7 @@ type Resize struct {
 
 func (x *Resize) Reset() {
 	*x = Resize{}
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[24]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1907,7 +2343,7 @@ func (x *Resize) String() string {
 func (*Resize) ProtoMessage() {}
 
 func (x *Resize) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[24]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1920,7 +2356,7 @@ func (x *Resize) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resize.ProtoReflect.Descriptor instead.
 func (*Resize) Descriptor() ([]byte, []int) {
-	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{24}
+	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Resize) GetWidth() uint32 {
@@ -1951,7 +2387,7 @@ type AttachOpen struct {
 
 func (x *AttachOpen) Reset() {
 	*x = AttachOpen{}
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[25]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1963,7 +2399,7 @@ func (x *AttachOpen) String() string {
 func (*AttachOpen) ProtoMessage() {}
 
 func (x *AttachOpen) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[25]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1976,7 +2412,7 @@ func (x *AttachOpen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachOpen.ProtoReflect.Descriptor instead.
 func (*AttachOpen) Descriptor() ([]byte, []int) {
-	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{25}
+	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *AttachOpen) GetId() string {
@@ -2016,7 +2452,7 @@ type AttachRequest struct {
 
 func (x *AttachRequest) Reset() {
 	*x = AttachRequest{}
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[26]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2028,7 +2464,7 @@ func (x *AttachRequest) String() string {
 func (*AttachRequest) ProtoMessage() {}
 
 func (x *AttachRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[26]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2041,7 +2477,7 @@ func (x *AttachRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachRequest.ProtoReflect.Descriptor instead.
 func (*AttachRequest) Descriptor() ([]byte, []int) {
-	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{26}
+	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *AttachRequest) GetMsg() isAttachRequest_Msg {
@@ -2150,7 +2586,7 @@ type ExecOpen struct {
 
 func (x *ExecOpen) Reset() {
 	*x = ExecOpen{}
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[27]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2162,7 +2598,7 @@ func (x *ExecOpen) String() string {
 func (*ExecOpen) ProtoMessage() {}
 
 func (x *ExecOpen) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[27]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2175,7 +2611,7 @@ func (x *ExecOpen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecOpen.ProtoReflect.Descriptor instead.
 func (*ExecOpen) Descriptor() ([]byte, []int) {
-	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{27}
+	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ExecOpen) GetId() string {
@@ -2257,7 +2693,7 @@ type ExecRequest struct {
 
 func (x *ExecRequest) Reset() {
 	*x = ExecRequest{}
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[28]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2269,7 +2705,7 @@ func (x *ExecRequest) String() string {
 func (*ExecRequest) ProtoMessage() {}
 
 func (x *ExecRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[28]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2282,7 +2718,7 @@ func (x *ExecRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
 func (*ExecRequest) Descriptor() ([]byte, []int) {
-	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{28}
+	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ExecRequest) GetMsg() isExecRequest_Msg {
@@ -2382,7 +2818,7 @@ type Attached struct {
 
 func (x *Attached) Reset() {
 	*x = Attached{}
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[29]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2394,7 +2830,7 @@ func (x *Attached) String() string {
 func (*Attached) ProtoMessage() {}
 
 func (x *Attached) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[29]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2407,7 +2843,7 @@ func (x *Attached) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attached.ProtoReflect.Descriptor instead.
 func (*Attached) Descriptor() ([]byte, []int) {
-	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{29}
+	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Attached) GetId() string {
@@ -2435,7 +2871,7 @@ type Output struct {
 
 func (x *Output) Reset() {
 	*x = Output{}
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[30]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2447,7 +2883,7 @@ func (x *Output) String() string {
 func (*Output) ProtoMessage() {}
 
 func (x *Output) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[30]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2460,7 +2896,7 @@ func (x *Output) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Output.ProtoReflect.Descriptor instead.
 func (*Output) Descriptor() ([]byte, []int) {
-	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{30}
+	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Output) GetStream() string {
@@ -2487,7 +2923,7 @@ type Exit struct {
 
 func (x *Exit) Reset() {
 	*x = Exit{}
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[31]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2499,7 +2935,7 @@ func (x *Exit) String() string {
 func (*Exit) ProtoMessage() {}
 
 func (x *Exit) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[31]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2512,7 +2948,7 @@ func (x *Exit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Exit.ProtoReflect.Descriptor instead.
 func (*Exit) Descriptor() ([]byte, []int) {
-	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{31}
+	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Exit) GetCode() int32 {
@@ -2543,7 +2979,7 @@ type StreamResponse struct {
 
 func (x *StreamResponse) Reset() {
 	*x = StreamResponse{}
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[32]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2555,7 +2991,7 @@ func (x *StreamResponse) String() string {
 func (*StreamResponse) ProtoMessage() {}
 
 func (x *StreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[32]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2568,7 +3004,7 @@ func (x *StreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamResponse.ProtoReflect.Descriptor instead.
 func (*StreamResponse) Descriptor() ([]byte, []int) {
-	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{32}
+	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *StreamResponse) GetMsg() isStreamResponse_Msg {
@@ -2638,7 +3074,7 @@ type TopRequest struct {
 
 func (x *TopRequest) Reset() {
 	*x = TopRequest{}
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[33]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2650,7 +3086,7 @@ func (x *TopRequest) String() string {
 func (*TopRequest) ProtoMessage() {}
 
 func (x *TopRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[33]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2663,7 +3099,7 @@ func (x *TopRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopRequest.ProtoReflect.Descriptor instead.
 func (*TopRequest) Descriptor() ([]byte, []int) {
-	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{33}
+	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *TopRequest) GetId() string {
@@ -2690,7 +3126,7 @@ type TopResponse struct {
 
 func (x *TopResponse) Reset() {
 	*x = TopResponse{}
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[34]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2702,7 +3138,7 @@ func (x *TopResponse) String() string {
 func (*TopResponse) ProtoMessage() {}
 
 func (x *TopResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[34]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2715,7 +3151,7 @@ func (x *TopResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopResponse.ProtoReflect.Descriptor instead.
 func (*TopResponse) Descriptor() ([]byte, []int) {
-	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{34}
+	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *TopResponse) GetTitles() []string {
@@ -2741,7 +3177,7 @@ type ProcessRow struct {
 
 func (x *ProcessRow) Reset() {
 	*x = ProcessRow{}
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[35]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2753,7 +3189,7 @@ func (x *ProcessRow) String() string {
 func (*ProcessRow) ProtoMessage() {}
 
 func (x *ProcessRow) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[35]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2766,7 +3202,7 @@ func (x *ProcessRow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessRow.ProtoReflect.Descriptor instead.
 func (*ProcessRow) Descriptor() ([]byte, []int) {
-	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{35}
+	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ProcessRow) GetFields() []string {
@@ -2787,7 +3223,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[36]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2799,7 +3235,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[36]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2812,7 +3248,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{36}
+	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *StatsRequest) GetIds() []string {
@@ -2849,7 +3285,7 @@ type Stats struct {
 
 func (x *Stats) Reset() {
 	*x = Stats{}
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[37]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2861,7 +3297,7 @@ func (x *Stats) String() string {
 func (*Stats) ProtoMessage() {}
 
 func (x *Stats) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[37]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2874,7 +3310,7 @@ func (x *Stats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stats.ProtoReflect.Descriptor instead.
 func (*Stats) Descriptor() ([]byte, []int) {
-	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{37}
+	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Stats) GetId() string {
@@ -2963,7 +3399,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[38]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2975,7 +3411,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[38]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2988,7 +3424,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{38}
+	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *StatsResponse) GetStats() []*Stats {
@@ -3016,7 +3452,7 @@ type CommitRequest struct {
 
 func (x *CommitRequest) Reset() {
 	*x = CommitRequest{}
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[39]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3028,7 +3464,7 @@ func (x *CommitRequest) String() string {
 func (*CommitRequest) ProtoMessage() {}
 
 func (x *CommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[39]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3041,7 +3477,7 @@ func (x *CommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitRequest.ProtoReflect.Descriptor instead.
 func (*CommitRequest) Descriptor() ([]byte, []int) {
-	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{39}
+	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *CommitRequest) GetId() string {
@@ -3098,7 +3534,7 @@ type CommitResponse struct {
 
 func (x *CommitResponse) Reset() {
 	*x = CommitResponse{}
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[40]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3110,7 +3546,7 @@ func (x *CommitResponse) String() string {
 func (*CommitResponse) ProtoMessage() {}
 
 func (x *CommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[40]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3123,7 +3559,7 @@ func (x *CommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitResponse.ProtoReflect.Descriptor instead.
 func (*CommitResponse) Descriptor() ([]byte, []int) {
-	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{40}
+	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *CommitResponse) GetId() string {
@@ -3158,7 +3594,7 @@ type Change struct {
 
 func (x *Change) Reset() {
 	*x = Change{}
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[41]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3170,7 +3606,7 @@ func (x *Change) String() string {
 func (*Change) ProtoMessage() {}
 
 func (x *Change) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[41]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3183,7 +3619,7 @@ func (x *Change) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Change.ProtoReflect.Descriptor instead.
 func (*Change) Descriptor() ([]byte, []int) {
-	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{41}
+	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *Change) GetKind() string {
@@ -3209,7 +3645,7 @@ type DiffResponse struct {
 
 func (x *DiffResponse) Reset() {
 	*x = DiffResponse{}
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[42]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3221,7 +3657,7 @@ func (x *DiffResponse) String() string {
 func (*DiffResponse) ProtoMessage() {}
 
 func (x *DiffResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[42]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3234,7 +3670,7 @@ func (x *DiffResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiffResponse.ProtoReflect.Descriptor instead.
 func (*DiffResponse) Descriptor() ([]byte, []int) {
-	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{42}
+	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *DiffResponse) GetChanges() []*Change {
@@ -3258,7 +3694,7 @@ type PathStat struct {
 
 func (x *PathStat) Reset() {
 	*x = PathStat{}
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[43]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3270,7 +3706,7 @@ func (x *PathStat) String() string {
 func (*PathStat) ProtoMessage() {}
 
 func (x *PathStat) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[43]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3283,7 +3719,7 @@ func (x *PathStat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PathStat.ProtoReflect.Descriptor instead.
 func (*PathStat) Descriptor() ([]byte, []int) {
-	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{43}
+	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *PathStat) GetName() string {
@@ -3333,7 +3769,7 @@ type CopyFromRequest struct {
 
 func (x *CopyFromRequest) Reset() {
 	*x = CopyFromRequest{}
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[44]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3345,7 +3781,7 @@ func (x *CopyFromRequest) String() string {
 func (*CopyFromRequest) ProtoMessage() {}
 
 func (x *CopyFromRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[44]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3358,7 +3794,7 @@ func (x *CopyFromRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyFromRequest.ProtoReflect.Descriptor instead.
 func (*CopyFromRequest) Descriptor() ([]byte, []int) {
-	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{44}
+	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *CopyFromRequest) GetId() string {
@@ -3393,7 +3829,7 @@ type CopyFromResponse struct {
 
 func (x *CopyFromResponse) Reset() {
 	*x = CopyFromResponse{}
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[45]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3405,7 +3841,7 @@ func (x *CopyFromResponse) String() string {
 func (*CopyFromResponse) ProtoMessage() {}
 
 func (x *CopyFromResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[45]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3418,7 +3854,7 @@ func (x *CopyFromResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyFromResponse.ProtoReflect.Descriptor instead.
 func (*CopyFromResponse) Descriptor() ([]byte, []int) {
-	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{45}
+	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *CopyFromResponse) GetStat() *PathStat {
@@ -3446,7 +3882,7 @@ type CopyToOpen struct {
 
 func (x *CopyToOpen) Reset() {
 	*x = CopyToOpen{}
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[46]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3458,7 +3894,7 @@ func (x *CopyToOpen) String() string {
 func (*CopyToOpen) ProtoMessage() {}
 
 func (x *CopyToOpen) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[46]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3471,7 +3907,7 @@ func (x *CopyToOpen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyToOpen.ProtoReflect.Descriptor instead.
 func (*CopyToOpen) Descriptor() ([]byte, []int) {
-	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{46}
+	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *CopyToOpen) GetId() string {
@@ -3498,7 +3934,7 @@ type CopyToRequest struct {
 
 func (x *CopyToRequest) Reset() {
 	*x = CopyToRequest{}
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[47]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3510,7 +3946,7 @@ func (x *CopyToRequest) String() string {
 func (*CopyToRequest) ProtoMessage() {}
 
 func (x *CopyToRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[47]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3523,7 +3959,7 @@ func (x *CopyToRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyToRequest.ProtoReflect.Descriptor instead.
 func (*CopyToRequest) Descriptor() ([]byte, []int) {
-	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{47}
+	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *CopyToRequest) GetOpen() *CopyToOpen {
@@ -3549,7 +3985,7 @@ type Chunk struct {
 
 func (x *Chunk) Reset() {
 	*x = Chunk{}
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[48]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3561,7 +3997,7 @@ func (x *Chunk) String() string {
 func (*Chunk) ProtoMessage() {}
 
 func (x *Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_containers_v1_containers_proto_msgTypes[48]
+	mi := &file_berth_containers_v1_containers_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3574,7 +4010,7 @@ func (x *Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
 func (*Chunk) Descriptor() ([]byte, []int) {
-	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{48}
+	return file_berth_containers_v1_containers_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *Chunk) GetData() []byte {
@@ -3594,7 +4030,7 @@ const file_berth_containers_v1_containers_proto_rawDesc = "" +
 	"\x13maximum_retry_count\x18\x02 \x01(\x05R\x11maximumRetryCount\"A\n" +
 	"\tLogConfig\x12\x19\n" +
 	"\bmax_size\x18\x01 \x01(\x03R\amaxSize\x12\x19\n" +
-	"\bmax_file\x18\x02 \x01(\x05R\amaxFile\"\x86\t\n" +
+	"\bmax_file\x18\x02 \x01(\x05R\amaxFile\"\xaa\v\n" +
 	"\x06Config\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\x12\x10\n" +
 	"\x03cmd\x18\x02 \x03(\tR\x03cmd\x12\x1e\n" +
@@ -3644,7 +4080,22 @@ const file_berth_containers_v1_containers_proto_rawDesc = "" +
 	"\vcpuset_cpus\x18\" \x01(\tR\n" +
 	"cpusetCpus\x12\x1d\n" +
 	"\n" +
-	"cpu_shares\x18# \x01(\x03R\tcpuShares\x1a9\n" +
+	"cpu_shares\x18# \x01(\x03R\tcpuShares\x12\x1a\n" +
+	"\bnetworks\x18< \x03(\tR\bnetworks\x12\x18\n" +
+	"\apublish\x18= \x03(\tR\apublish\x12\x1f\n" +
+	"\vpublish_all\x18> \x01(\bR\n" +
+	"publishAll\x12'\n" +
+	"\x0fnetwork_aliases\x18? \x03(\tR\x0enetworkAliases\x12\x10\n" +
+	"\x03dns\x18@ \x03(\tR\x03dns\x12\x1d\n" +
+	"\n" +
+	"dns_search\x18A \x03(\tR\tdnsSearch\x12\x1f\n" +
+	"\vdns_options\x18B \x03(\tR\n" +
+	"dnsOptions\x12\x1f\n" +
+	"\vextra_hosts\x18C \x03(\tR\n" +
+	"extraHosts\x12\x0e\n" +
+	"\x02ip\x18D \x01(\tR\x02ip\x12\x1f\n" +
+	"\vmac_address\x18E \x01(\tR\n" +
+	"macAddress\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"X\n" +
@@ -3713,7 +4164,7 @@ const file_berth_containers_v1_containers_proto_rawDesc = "" +
 	"\ahost_ip\x18\x01 \x01(\tR\x06hostIp\x12\x1b\n" +
 	"\thost_port\x18\x02 \x01(\x05R\bhostPort\x12%\n" +
 	"\x0econtainer_port\x18\x03 \x01(\x05R\rcontainerPort\x12\x1a\n" +
-	"\bprotocol\x18\x04 \x01(\tR\bprotocol\"\xa1\x06\n" +
+	"\bprotocol\x18\x04 \x01(\tR\bprotocol\"\xf2\x06\n" +
 	"\tContainer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -3736,10 +4187,43 @@ const file_berth_containers_v1_containers_proto_rawDesc = "" +
 	"\asize_rw\x18\x12 \x01(\x03R\x06sizeRw\x12\x18\n" +
 	"\amanaged\x18\x13 \x01(\bR\amanaged\x12\x1a\n" +
 	"\bhostname\x18\x14 \x01(\tR\bhostname\x12\x1a\n" +
-	"\bplatform\x18\x15 \x01(\tR\bplatform\x1a9\n" +
+	"\bplatform\x18\x15 \x01(\tR\bplatform\x12O\n" +
+	"\x10network_settings\x18< \x01(\v2$.berth.containers.v1.NetworkSettingsR\x0fnetworkSettings\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"3\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xef\x01\n" +
+	"\x0fNetworkSettings\x12\x12\n" +
+	"\x04mode\x18\x01 \x01(\tR\x04mode\x12\x1f\n" +
+	"\vsandbox_key\x18\x02 \x01(\tR\n" +
+	"sandboxKey\x12\x1d\n" +
+	"\n" +
+	"hosts_path\x18\x03 \x01(\tR\thostsPath\x12(\n" +
+	"\x10resolv_conf_path\x18\x04 \x01(\tR\x0eresolvConfPath\x12#\n" +
+	"\rhostname_path\x18\x05 \x01(\tR\fhostnamePath\x129\n" +
+	"\bnetworks\x18\x06 \x03(\v2\x1d.berth.containers.v1.EndpointR\bnetworks\"\xb4\x02\n" +
+	"\bEndpoint\x12\x18\n" +
+	"\anetwork\x18\x01 \x01(\tR\anetwork\x12\x1d\n" +
+	"\n" +
+	"network_id\x18\x02 \x01(\tR\tnetworkId\x12\x1c\n" +
+	"\tinterface\x18\x03 \x01(\tR\tinterface\x12\x1d\n" +
+	"\n" +
+	"ip_address\x18\x04 \x01(\tR\tipAddress\x12\"\n" +
+	"\rip_prefix_len\x18\x05 \x01(\x05R\vipPrefixLen\x12\x18\n" +
+	"\agateway\x18\x06 \x01(\tR\agateway\x12\x1f\n" +
+	"\vmac_address\x18\a \x01(\tR\n" +
+	"macAddress\x12\x18\n" +
+	"\aaliases\x18\b \x03(\tR\aaliases\x12\x1b\n" +
+	"\tdns_names\x18\t \x03(\tR\bdnsNames\x12\x1c\n" +
+	"\tconnected\x18\n" +
+	" \x01(\bR\tconnected\"T\n" +
+	"\x0eConnectRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\anetwork\x18\x02 \x01(\tR\anetwork\x12\x18\n" +
+	"\aaliases\x18\x03 \x03(\tR\aaliases\"S\n" +
+	"\x11DisconnectRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\anetwork\x18\x02 \x01(\tR\anetwork\x12\x14\n" +
+	"\x05force\x18\x03 \x01(\bR\x05force\"3\n" +
 	"\rRenameRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\";\n" +
@@ -3880,7 +4364,7 @@ const file_berth_containers_v1_containers_proto_rawDesc = "" +
 	"\x04open\x18\x01 \x01(\v2\x1f.berth.containers.v1.CopyToOpenR\x04open\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\"\x1b\n" +
 	"\x05Chunk\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data2\xc5\x0e\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data2\xdb\x0f\n" +
 	"\n" +
 	"Containers\x12Q\n" +
 	"\x06Create\x12\".berth.containers.v1.CreateRequest\x1a#.berth.containers.v1.CreateResponse\x12B\n" +
@@ -3906,7 +4390,10 @@ const file_berth_containers_v1_containers_proto_rawDesc = "" +
 	"\bStatPath\x12$.berth.containers.v1.CopyFromRequest\x1a\x1d.berth.containers.v1.PathStat\x12Y\n" +
 	"\bCopyFrom\x12$.berth.containers.v1.CopyFromRequest\x1a%.berth.containers.v1.CopyFromResponse0\x01\x12F\n" +
 	"\x06CopyTo\x12\".berth.containers.v1.CopyToRequest\x1a\x16.google.protobuf.Empty(\x01\x12M\n" +
-	"\x06Export\x12%.berth.containers.v1.ContainerRequest\x1a\x1a.berth.containers.v1.Chunk0\x01B>Z<github.com/berthd/berth/proto/berth/containers/v1;containersb\x06proto3"
+	"\x06Export\x12%.berth.containers.v1.ContainerRequest\x1a\x1a.berth.containers.v1.Chunk0\x01\x12F\n" +
+	"\aConnect\x12#.berth.containers.v1.ConnectRequest\x1a\x16.google.protobuf.Empty\x12L\n" +
+	"\n" +
+	"Disconnect\x12&.berth.containers.v1.DisconnectRequest\x1a\x16.google.protobuf.EmptyB>Z<github.com/berthd/berth/proto/berth/containers/v1;containersb\x06proto3"
 
 var (
 	file_berth_containers_v1_containers_proto_rawDescOnce sync.Once
@@ -3920,7 +4407,7 @@ func file_berth_containers_v1_containers_proto_rawDescGZIP() []byte {
 	return file_berth_containers_v1_containers_proto_rawDescData
 }
 
-var file_berth_containers_v1_containers_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
+var file_berth_containers_v1_containers_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_berth_containers_v1_containers_proto_goTypes = []any{
 	(*RestartPolicy)(nil),         // 0: berth.containers.v1.RestartPolicy
 	(*LogConfig)(nil),             // 1: berth.containers.v1.LogConfig
@@ -3941,126 +4428,136 @@ var file_berth_containers_v1_containers_proto_goTypes = []any{
 	(*Mount)(nil),                 // 16: berth.containers.v1.Mount
 	(*Port)(nil),                  // 17: berth.containers.v1.Port
 	(*Container)(nil),             // 18: berth.containers.v1.Container
-	(*RenameRequest)(nil),         // 19: berth.containers.v1.RenameRequest
-	(*WaitRequest)(nil),           // 20: berth.containers.v1.WaitRequest
-	(*WaitResponse)(nil),          // 21: berth.containers.v1.WaitResponse
-	(*LogsRequest)(nil),           // 22: berth.containers.v1.LogsRequest
-	(*LogEntry)(nil),              // 23: berth.containers.v1.LogEntry
-	(*Resize)(nil),                // 24: berth.containers.v1.Resize
-	(*AttachOpen)(nil),            // 25: berth.containers.v1.AttachOpen
-	(*AttachRequest)(nil),         // 26: berth.containers.v1.AttachRequest
-	(*ExecOpen)(nil),              // 27: berth.containers.v1.ExecOpen
-	(*ExecRequest)(nil),           // 28: berth.containers.v1.ExecRequest
-	(*Attached)(nil),              // 29: berth.containers.v1.Attached
-	(*Output)(nil),                // 30: berth.containers.v1.Output
-	(*Exit)(nil),                  // 31: berth.containers.v1.Exit
-	(*StreamResponse)(nil),        // 32: berth.containers.v1.StreamResponse
-	(*TopRequest)(nil),            // 33: berth.containers.v1.TopRequest
-	(*TopResponse)(nil),           // 34: berth.containers.v1.TopResponse
-	(*ProcessRow)(nil),            // 35: berth.containers.v1.ProcessRow
-	(*StatsRequest)(nil),          // 36: berth.containers.v1.StatsRequest
-	(*Stats)(nil),                 // 37: berth.containers.v1.Stats
-	(*StatsResponse)(nil),         // 38: berth.containers.v1.StatsResponse
-	(*CommitRequest)(nil),         // 39: berth.containers.v1.CommitRequest
-	(*CommitResponse)(nil),        // 40: berth.containers.v1.CommitResponse
-	(*Change)(nil),                // 41: berth.containers.v1.Change
-	(*DiffResponse)(nil),          // 42: berth.containers.v1.DiffResponse
-	(*PathStat)(nil),              // 43: berth.containers.v1.PathStat
-	(*CopyFromRequest)(nil),       // 44: berth.containers.v1.CopyFromRequest
-	(*CopyFromResponse)(nil),      // 45: berth.containers.v1.CopyFromResponse
-	(*CopyToOpen)(nil),            // 46: berth.containers.v1.CopyToOpen
-	(*CopyToRequest)(nil),         // 47: berth.containers.v1.CopyToRequest
-	(*Chunk)(nil),                 // 48: berth.containers.v1.Chunk
-	nil,                           // 49: berth.containers.v1.Config.LabelsEntry
-	nil,                           // 50: berth.containers.v1.Container.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 51: google.protobuf.Timestamp
-	(*emptypb.Empty)(nil),         // 52: google.protobuf.Empty
+	(*NetworkSettings)(nil),       // 19: berth.containers.v1.NetworkSettings
+	(*Endpoint)(nil),              // 20: berth.containers.v1.Endpoint
+	(*ConnectRequest)(nil),        // 21: berth.containers.v1.ConnectRequest
+	(*DisconnectRequest)(nil),     // 22: berth.containers.v1.DisconnectRequest
+	(*RenameRequest)(nil),         // 23: berth.containers.v1.RenameRequest
+	(*WaitRequest)(nil),           // 24: berth.containers.v1.WaitRequest
+	(*WaitResponse)(nil),          // 25: berth.containers.v1.WaitResponse
+	(*LogsRequest)(nil),           // 26: berth.containers.v1.LogsRequest
+	(*LogEntry)(nil),              // 27: berth.containers.v1.LogEntry
+	(*Resize)(nil),                // 28: berth.containers.v1.Resize
+	(*AttachOpen)(nil),            // 29: berth.containers.v1.AttachOpen
+	(*AttachRequest)(nil),         // 30: berth.containers.v1.AttachRequest
+	(*ExecOpen)(nil),              // 31: berth.containers.v1.ExecOpen
+	(*ExecRequest)(nil),           // 32: berth.containers.v1.ExecRequest
+	(*Attached)(nil),              // 33: berth.containers.v1.Attached
+	(*Output)(nil),                // 34: berth.containers.v1.Output
+	(*Exit)(nil),                  // 35: berth.containers.v1.Exit
+	(*StreamResponse)(nil),        // 36: berth.containers.v1.StreamResponse
+	(*TopRequest)(nil),            // 37: berth.containers.v1.TopRequest
+	(*TopResponse)(nil),           // 38: berth.containers.v1.TopResponse
+	(*ProcessRow)(nil),            // 39: berth.containers.v1.ProcessRow
+	(*StatsRequest)(nil),          // 40: berth.containers.v1.StatsRequest
+	(*Stats)(nil),                 // 41: berth.containers.v1.Stats
+	(*StatsResponse)(nil),         // 42: berth.containers.v1.StatsResponse
+	(*CommitRequest)(nil),         // 43: berth.containers.v1.CommitRequest
+	(*CommitResponse)(nil),        // 44: berth.containers.v1.CommitResponse
+	(*Change)(nil),                // 45: berth.containers.v1.Change
+	(*DiffResponse)(nil),          // 46: berth.containers.v1.DiffResponse
+	(*PathStat)(nil),              // 47: berth.containers.v1.PathStat
+	(*CopyFromRequest)(nil),       // 48: berth.containers.v1.CopyFromRequest
+	(*CopyFromResponse)(nil),      // 49: berth.containers.v1.CopyFromResponse
+	(*CopyToOpen)(nil),            // 50: berth.containers.v1.CopyToOpen
+	(*CopyToRequest)(nil),         // 51: berth.containers.v1.CopyToRequest
+	(*Chunk)(nil),                 // 52: berth.containers.v1.Chunk
+	nil,                           // 53: berth.containers.v1.Config.LabelsEntry
+	nil,                           // 54: berth.containers.v1.Container.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 55: google.protobuf.Timestamp
+	(*emptypb.Empty)(nil),         // 56: google.protobuf.Empty
 }
 var file_berth_containers_v1_containers_proto_depIdxs = []int32{
 	0,  // 0: berth.containers.v1.Config.restart_policy:type_name -> berth.containers.v1.RestartPolicy
-	49, // 1: berth.containers.v1.Config.labels:type_name -> berth.containers.v1.Config.LabelsEntry
+	53, // 1: berth.containers.v1.Config.labels:type_name -> berth.containers.v1.Config.LabelsEntry
 	1,  // 2: berth.containers.v1.Config.log:type_name -> berth.containers.v1.LogConfig
 	2,  // 3: berth.containers.v1.CreateRequest.config:type_name -> berth.containers.v1.Config
 	18, // 4: berth.containers.v1.ListResponse.containers:type_name -> berth.containers.v1.Container
 	18, // 5: berth.containers.v1.InspectResponse.container:type_name -> berth.containers.v1.Container
-	51, // 6: berth.containers.v1.State.started_at:type_name -> google.protobuf.Timestamp
-	51, // 7: berth.containers.v1.State.finished_at:type_name -> google.protobuf.Timestamp
-	51, // 8: berth.containers.v1.Container.created:type_name -> google.protobuf.Timestamp
+	55, // 6: berth.containers.v1.State.started_at:type_name -> google.protobuf.Timestamp
+	55, // 7: berth.containers.v1.State.finished_at:type_name -> google.protobuf.Timestamp
+	55, // 8: berth.containers.v1.Container.created:type_name -> google.protobuf.Timestamp
 	15, // 9: berth.containers.v1.Container.state:type_name -> berth.containers.v1.State
 	2,  // 10: berth.containers.v1.Container.config:type_name -> berth.containers.v1.Config
-	50, // 11: berth.containers.v1.Container.labels:type_name -> berth.containers.v1.Container.LabelsEntry
+	54, // 11: berth.containers.v1.Container.labels:type_name -> berth.containers.v1.Container.LabelsEntry
 	17, // 12: berth.containers.v1.Container.ports:type_name -> berth.containers.v1.Port
 	16, // 13: berth.containers.v1.Container.mounts:type_name -> berth.containers.v1.Mount
-	51, // 14: berth.containers.v1.LogsRequest.since:type_name -> google.protobuf.Timestamp
-	51, // 15: berth.containers.v1.LogsRequest.until:type_name -> google.protobuf.Timestamp
-	51, // 16: berth.containers.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
-	25, // 17: berth.containers.v1.AttachRequest.open:type_name -> berth.containers.v1.AttachOpen
-	24, // 18: berth.containers.v1.AttachRequest.resize:type_name -> berth.containers.v1.Resize
-	27, // 19: berth.containers.v1.ExecRequest.open:type_name -> berth.containers.v1.ExecOpen
-	24, // 20: berth.containers.v1.ExecRequest.resize:type_name -> berth.containers.v1.Resize
-	29, // 21: berth.containers.v1.StreamResponse.attached:type_name -> berth.containers.v1.Attached
-	30, // 22: berth.containers.v1.StreamResponse.output:type_name -> berth.containers.v1.Output
-	31, // 23: berth.containers.v1.StreamResponse.exit:type_name -> berth.containers.v1.Exit
-	35, // 24: berth.containers.v1.TopResponse.processes:type_name -> berth.containers.v1.ProcessRow
-	51, // 25: berth.containers.v1.Stats.read:type_name -> google.protobuf.Timestamp
-	37, // 26: berth.containers.v1.StatsResponse.stats:type_name -> berth.containers.v1.Stats
-	41, // 27: berth.containers.v1.DiffResponse.changes:type_name -> berth.containers.v1.Change
-	51, // 28: berth.containers.v1.PathStat.mtime:type_name -> google.protobuf.Timestamp
-	43, // 29: berth.containers.v1.CopyFromResponse.stat:type_name -> berth.containers.v1.PathStat
-	46, // 30: berth.containers.v1.CopyToRequest.open:type_name -> berth.containers.v1.CopyToOpen
-	3,  // 31: berth.containers.v1.Containers.Create:input_type -> berth.containers.v1.CreateRequest
-	6,  // 32: berth.containers.v1.Containers.Start:input_type -> berth.containers.v1.StartRequest
-	7,  // 33: berth.containers.v1.Containers.Stop:input_type -> berth.containers.v1.StopRequest
-	7,  // 34: berth.containers.v1.Containers.Restart:input_type -> berth.containers.v1.StopRequest
-	8,  // 35: berth.containers.v1.Containers.Kill:input_type -> berth.containers.v1.KillRequest
-	5,  // 36: berth.containers.v1.Containers.Pause:input_type -> berth.containers.v1.ContainerRequest
-	5,  // 37: berth.containers.v1.Containers.Unpause:input_type -> berth.containers.v1.ContainerRequest
-	9,  // 38: berth.containers.v1.Containers.Remove:input_type -> berth.containers.v1.RemoveRequest
-	10, // 39: berth.containers.v1.Containers.Prune:input_type -> berth.containers.v1.PruneRequest
-	12, // 40: berth.containers.v1.Containers.List:input_type -> berth.containers.v1.ListRequest
-	5,  // 41: berth.containers.v1.Containers.Inspect:input_type -> berth.containers.v1.ContainerRequest
-	19, // 42: berth.containers.v1.Containers.Rename:input_type -> berth.containers.v1.RenameRequest
-	20, // 43: berth.containers.v1.Containers.Wait:input_type -> berth.containers.v1.WaitRequest
-	22, // 44: berth.containers.v1.Containers.Logs:input_type -> berth.containers.v1.LogsRequest
-	26, // 45: berth.containers.v1.Containers.Attach:input_type -> berth.containers.v1.AttachRequest
-	28, // 46: berth.containers.v1.Containers.Exec:input_type -> berth.containers.v1.ExecRequest
-	33, // 47: berth.containers.v1.Containers.Top:input_type -> berth.containers.v1.TopRequest
-	36, // 48: berth.containers.v1.Containers.Stats:input_type -> berth.containers.v1.StatsRequest
-	39, // 49: berth.containers.v1.Containers.Commit:input_type -> berth.containers.v1.CommitRequest
-	5,  // 50: berth.containers.v1.Containers.Diff:input_type -> berth.containers.v1.ContainerRequest
-	44, // 51: berth.containers.v1.Containers.StatPath:input_type -> berth.containers.v1.CopyFromRequest
-	44, // 52: berth.containers.v1.Containers.CopyFrom:input_type -> berth.containers.v1.CopyFromRequest
-	47, // 53: berth.containers.v1.Containers.CopyTo:input_type -> berth.containers.v1.CopyToRequest
-	5,  // 54: berth.containers.v1.Containers.Export:input_type -> berth.containers.v1.ContainerRequest
-	4,  // 55: berth.containers.v1.Containers.Create:output_type -> berth.containers.v1.CreateResponse
-	52, // 56: berth.containers.v1.Containers.Start:output_type -> google.protobuf.Empty
-	52, // 57: berth.containers.v1.Containers.Stop:output_type -> google.protobuf.Empty
-	52, // 58: berth.containers.v1.Containers.Restart:output_type -> google.protobuf.Empty
-	52, // 59: berth.containers.v1.Containers.Kill:output_type -> google.protobuf.Empty
-	52, // 60: berth.containers.v1.Containers.Pause:output_type -> google.protobuf.Empty
-	52, // 61: berth.containers.v1.Containers.Unpause:output_type -> google.protobuf.Empty
-	52, // 62: berth.containers.v1.Containers.Remove:output_type -> google.protobuf.Empty
-	11, // 63: berth.containers.v1.Containers.Prune:output_type -> berth.containers.v1.PruneResponse
-	13, // 64: berth.containers.v1.Containers.List:output_type -> berth.containers.v1.ListResponse
-	14, // 65: berth.containers.v1.Containers.Inspect:output_type -> berth.containers.v1.InspectResponse
-	52, // 66: berth.containers.v1.Containers.Rename:output_type -> google.protobuf.Empty
-	21, // 67: berth.containers.v1.Containers.Wait:output_type -> berth.containers.v1.WaitResponse
-	23, // 68: berth.containers.v1.Containers.Logs:output_type -> berth.containers.v1.LogEntry
-	32, // 69: berth.containers.v1.Containers.Attach:output_type -> berth.containers.v1.StreamResponse
-	32, // 70: berth.containers.v1.Containers.Exec:output_type -> berth.containers.v1.StreamResponse
-	34, // 71: berth.containers.v1.Containers.Top:output_type -> berth.containers.v1.TopResponse
-	38, // 72: berth.containers.v1.Containers.Stats:output_type -> berth.containers.v1.StatsResponse
-	40, // 73: berth.containers.v1.Containers.Commit:output_type -> berth.containers.v1.CommitResponse
-	42, // 74: berth.containers.v1.Containers.Diff:output_type -> berth.containers.v1.DiffResponse
-	43, // 75: berth.containers.v1.Containers.StatPath:output_type -> berth.containers.v1.PathStat
-	45, // 76: berth.containers.v1.Containers.CopyFrom:output_type -> berth.containers.v1.CopyFromResponse
-	52, // 77: berth.containers.v1.Containers.CopyTo:output_type -> google.protobuf.Empty
-	48, // 78: berth.containers.v1.Containers.Export:output_type -> berth.containers.v1.Chunk
-	55, // [55:79] is the sub-list for method output_type
-	31, // [31:55] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	19, // 14: berth.containers.v1.Container.network_settings:type_name -> berth.containers.v1.NetworkSettings
+	20, // 15: berth.containers.v1.NetworkSettings.networks:type_name -> berth.containers.v1.Endpoint
+	55, // 16: berth.containers.v1.LogsRequest.since:type_name -> google.protobuf.Timestamp
+	55, // 17: berth.containers.v1.LogsRequest.until:type_name -> google.protobuf.Timestamp
+	55, // 18: berth.containers.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
+	29, // 19: berth.containers.v1.AttachRequest.open:type_name -> berth.containers.v1.AttachOpen
+	28, // 20: berth.containers.v1.AttachRequest.resize:type_name -> berth.containers.v1.Resize
+	31, // 21: berth.containers.v1.ExecRequest.open:type_name -> berth.containers.v1.ExecOpen
+	28, // 22: berth.containers.v1.ExecRequest.resize:type_name -> berth.containers.v1.Resize
+	33, // 23: berth.containers.v1.StreamResponse.attached:type_name -> berth.containers.v1.Attached
+	34, // 24: berth.containers.v1.StreamResponse.output:type_name -> berth.containers.v1.Output
+	35, // 25: berth.containers.v1.StreamResponse.exit:type_name -> berth.containers.v1.Exit
+	39, // 26: berth.containers.v1.TopResponse.processes:type_name -> berth.containers.v1.ProcessRow
+	55, // 27: berth.containers.v1.Stats.read:type_name -> google.protobuf.Timestamp
+	41, // 28: berth.containers.v1.StatsResponse.stats:type_name -> berth.containers.v1.Stats
+	45, // 29: berth.containers.v1.DiffResponse.changes:type_name -> berth.containers.v1.Change
+	55, // 30: berth.containers.v1.PathStat.mtime:type_name -> google.protobuf.Timestamp
+	47, // 31: berth.containers.v1.CopyFromResponse.stat:type_name -> berth.containers.v1.PathStat
+	50, // 32: berth.containers.v1.CopyToRequest.open:type_name -> berth.containers.v1.CopyToOpen
+	3,  // 33: berth.containers.v1.Containers.Create:input_type -> berth.containers.v1.CreateRequest
+	6,  // 34: berth.containers.v1.Containers.Start:input_type -> berth.containers.v1.StartRequest
+	7,  // 35: berth.containers.v1.Containers.Stop:input_type -> berth.containers.v1.StopRequest
+	7,  // 36: berth.containers.v1.Containers.Restart:input_type -> berth.containers.v1.StopRequest
+	8,  // 37: berth.containers.v1.Containers.Kill:input_type -> berth.containers.v1.KillRequest
+	5,  // 38: berth.containers.v1.Containers.Pause:input_type -> berth.containers.v1.ContainerRequest
+	5,  // 39: berth.containers.v1.Containers.Unpause:input_type -> berth.containers.v1.ContainerRequest
+	9,  // 40: berth.containers.v1.Containers.Remove:input_type -> berth.containers.v1.RemoveRequest
+	10, // 41: berth.containers.v1.Containers.Prune:input_type -> berth.containers.v1.PruneRequest
+	12, // 42: berth.containers.v1.Containers.List:input_type -> berth.containers.v1.ListRequest
+	5,  // 43: berth.containers.v1.Containers.Inspect:input_type -> berth.containers.v1.ContainerRequest
+	23, // 44: berth.containers.v1.Containers.Rename:input_type -> berth.containers.v1.RenameRequest
+	24, // 45: berth.containers.v1.Containers.Wait:input_type -> berth.containers.v1.WaitRequest
+	26, // 46: berth.containers.v1.Containers.Logs:input_type -> berth.containers.v1.LogsRequest
+	30, // 47: berth.containers.v1.Containers.Attach:input_type -> berth.containers.v1.AttachRequest
+	32, // 48: berth.containers.v1.Containers.Exec:input_type -> berth.containers.v1.ExecRequest
+	37, // 49: berth.containers.v1.Containers.Top:input_type -> berth.containers.v1.TopRequest
+	40, // 50: berth.containers.v1.Containers.Stats:input_type -> berth.containers.v1.StatsRequest
+	43, // 51: berth.containers.v1.Containers.Commit:input_type -> berth.containers.v1.CommitRequest
+	5,  // 52: berth.containers.v1.Containers.Diff:input_type -> berth.containers.v1.ContainerRequest
+	48, // 53: berth.containers.v1.Containers.StatPath:input_type -> berth.containers.v1.CopyFromRequest
+	48, // 54: berth.containers.v1.Containers.CopyFrom:input_type -> berth.containers.v1.CopyFromRequest
+	51, // 55: berth.containers.v1.Containers.CopyTo:input_type -> berth.containers.v1.CopyToRequest
+	5,  // 56: berth.containers.v1.Containers.Export:input_type -> berth.containers.v1.ContainerRequest
+	21, // 57: berth.containers.v1.Containers.Connect:input_type -> berth.containers.v1.ConnectRequest
+	22, // 58: berth.containers.v1.Containers.Disconnect:input_type -> berth.containers.v1.DisconnectRequest
+	4,  // 59: berth.containers.v1.Containers.Create:output_type -> berth.containers.v1.CreateResponse
+	56, // 60: berth.containers.v1.Containers.Start:output_type -> google.protobuf.Empty
+	56, // 61: berth.containers.v1.Containers.Stop:output_type -> google.protobuf.Empty
+	56, // 62: berth.containers.v1.Containers.Restart:output_type -> google.protobuf.Empty
+	56, // 63: berth.containers.v1.Containers.Kill:output_type -> google.protobuf.Empty
+	56, // 64: berth.containers.v1.Containers.Pause:output_type -> google.protobuf.Empty
+	56, // 65: berth.containers.v1.Containers.Unpause:output_type -> google.protobuf.Empty
+	56, // 66: berth.containers.v1.Containers.Remove:output_type -> google.protobuf.Empty
+	11, // 67: berth.containers.v1.Containers.Prune:output_type -> berth.containers.v1.PruneResponse
+	13, // 68: berth.containers.v1.Containers.List:output_type -> berth.containers.v1.ListResponse
+	14, // 69: berth.containers.v1.Containers.Inspect:output_type -> berth.containers.v1.InspectResponse
+	56, // 70: berth.containers.v1.Containers.Rename:output_type -> google.protobuf.Empty
+	25, // 71: berth.containers.v1.Containers.Wait:output_type -> berth.containers.v1.WaitResponse
+	27, // 72: berth.containers.v1.Containers.Logs:output_type -> berth.containers.v1.LogEntry
+	36, // 73: berth.containers.v1.Containers.Attach:output_type -> berth.containers.v1.StreamResponse
+	36, // 74: berth.containers.v1.Containers.Exec:output_type -> berth.containers.v1.StreamResponse
+	38, // 75: berth.containers.v1.Containers.Top:output_type -> berth.containers.v1.TopResponse
+	42, // 76: berth.containers.v1.Containers.Stats:output_type -> berth.containers.v1.StatsResponse
+	44, // 77: berth.containers.v1.Containers.Commit:output_type -> berth.containers.v1.CommitResponse
+	46, // 78: berth.containers.v1.Containers.Diff:output_type -> berth.containers.v1.DiffResponse
+	47, // 79: berth.containers.v1.Containers.StatPath:output_type -> berth.containers.v1.PathStat
+	49, // 80: berth.containers.v1.Containers.CopyFrom:output_type -> berth.containers.v1.CopyFromResponse
+	56, // 81: berth.containers.v1.Containers.CopyTo:output_type -> google.protobuf.Empty
+	52, // 82: berth.containers.v1.Containers.Export:output_type -> berth.containers.v1.Chunk
+	56, // 83: berth.containers.v1.Containers.Connect:output_type -> google.protobuf.Empty
+	56, // 84: berth.containers.v1.Containers.Disconnect:output_type -> google.protobuf.Empty
+	59, // [59:85] is the sub-list for method output_type
+	33, // [33:59] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_berth_containers_v1_containers_proto_init() }
@@ -4068,21 +4565,21 @@ func file_berth_containers_v1_containers_proto_init() {
 	if File_berth_containers_v1_containers_proto != nil {
 		return
 	}
-	file_berth_containers_v1_containers_proto_msgTypes[26].OneofWrappers = []any{
+	file_berth_containers_v1_containers_proto_msgTypes[30].OneofWrappers = []any{
 		(*AttachRequest_Open)(nil),
 		(*AttachRequest_Stdin)(nil),
 		(*AttachRequest_CloseStdin)(nil),
 		(*AttachRequest_Resize)(nil),
 		(*AttachRequest_Signal)(nil),
 	}
-	file_berth_containers_v1_containers_proto_msgTypes[28].OneofWrappers = []any{
+	file_berth_containers_v1_containers_proto_msgTypes[32].OneofWrappers = []any{
 		(*ExecRequest_Open)(nil),
 		(*ExecRequest_Stdin)(nil),
 		(*ExecRequest_CloseStdin)(nil),
 		(*ExecRequest_Resize)(nil),
 		(*ExecRequest_Signal)(nil),
 	}
-	file_berth_containers_v1_containers_proto_msgTypes[32].OneofWrappers = []any{
+	file_berth_containers_v1_containers_proto_msgTypes[36].OneofWrappers = []any{
 		(*StreamResponse_Attached)(nil),
 		(*StreamResponse_Output)(nil),
 		(*StreamResponse_Exit)(nil),
@@ -4093,7 +4590,7 @@ func file_berth_containers_v1_containers_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_berth_containers_v1_containers_proto_rawDesc), len(file_berth_containers_v1_containers_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   51,
+			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

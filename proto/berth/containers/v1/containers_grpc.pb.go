@@ -27,30 +27,32 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Containers_Create_FullMethodName   = "/berth.containers.v1.Containers/Create"
-	Containers_Start_FullMethodName    = "/berth.containers.v1.Containers/Start"
-	Containers_Stop_FullMethodName     = "/berth.containers.v1.Containers/Stop"
-	Containers_Restart_FullMethodName  = "/berth.containers.v1.Containers/Restart"
-	Containers_Kill_FullMethodName     = "/berth.containers.v1.Containers/Kill"
-	Containers_Pause_FullMethodName    = "/berth.containers.v1.Containers/Pause"
-	Containers_Unpause_FullMethodName  = "/berth.containers.v1.Containers/Unpause"
-	Containers_Remove_FullMethodName   = "/berth.containers.v1.Containers/Remove"
-	Containers_Prune_FullMethodName    = "/berth.containers.v1.Containers/Prune"
-	Containers_List_FullMethodName     = "/berth.containers.v1.Containers/List"
-	Containers_Inspect_FullMethodName  = "/berth.containers.v1.Containers/Inspect"
-	Containers_Rename_FullMethodName   = "/berth.containers.v1.Containers/Rename"
-	Containers_Wait_FullMethodName     = "/berth.containers.v1.Containers/Wait"
-	Containers_Logs_FullMethodName     = "/berth.containers.v1.Containers/Logs"
-	Containers_Attach_FullMethodName   = "/berth.containers.v1.Containers/Attach"
-	Containers_Exec_FullMethodName     = "/berth.containers.v1.Containers/Exec"
-	Containers_Top_FullMethodName      = "/berth.containers.v1.Containers/Top"
-	Containers_Stats_FullMethodName    = "/berth.containers.v1.Containers/Stats"
-	Containers_Commit_FullMethodName   = "/berth.containers.v1.Containers/Commit"
-	Containers_Diff_FullMethodName     = "/berth.containers.v1.Containers/Diff"
-	Containers_StatPath_FullMethodName = "/berth.containers.v1.Containers/StatPath"
-	Containers_CopyFrom_FullMethodName = "/berth.containers.v1.Containers/CopyFrom"
-	Containers_CopyTo_FullMethodName   = "/berth.containers.v1.Containers/CopyTo"
-	Containers_Export_FullMethodName   = "/berth.containers.v1.Containers/Export"
+	Containers_Create_FullMethodName     = "/berth.containers.v1.Containers/Create"
+	Containers_Start_FullMethodName      = "/berth.containers.v1.Containers/Start"
+	Containers_Stop_FullMethodName       = "/berth.containers.v1.Containers/Stop"
+	Containers_Restart_FullMethodName    = "/berth.containers.v1.Containers/Restart"
+	Containers_Kill_FullMethodName       = "/berth.containers.v1.Containers/Kill"
+	Containers_Pause_FullMethodName      = "/berth.containers.v1.Containers/Pause"
+	Containers_Unpause_FullMethodName    = "/berth.containers.v1.Containers/Unpause"
+	Containers_Remove_FullMethodName     = "/berth.containers.v1.Containers/Remove"
+	Containers_Prune_FullMethodName      = "/berth.containers.v1.Containers/Prune"
+	Containers_List_FullMethodName       = "/berth.containers.v1.Containers/List"
+	Containers_Inspect_FullMethodName    = "/berth.containers.v1.Containers/Inspect"
+	Containers_Rename_FullMethodName     = "/berth.containers.v1.Containers/Rename"
+	Containers_Wait_FullMethodName       = "/berth.containers.v1.Containers/Wait"
+	Containers_Logs_FullMethodName       = "/berth.containers.v1.Containers/Logs"
+	Containers_Attach_FullMethodName     = "/berth.containers.v1.Containers/Attach"
+	Containers_Exec_FullMethodName       = "/berth.containers.v1.Containers/Exec"
+	Containers_Top_FullMethodName        = "/berth.containers.v1.Containers/Top"
+	Containers_Stats_FullMethodName      = "/berth.containers.v1.Containers/Stats"
+	Containers_Commit_FullMethodName     = "/berth.containers.v1.Containers/Commit"
+	Containers_Diff_FullMethodName       = "/berth.containers.v1.Containers/Diff"
+	Containers_StatPath_FullMethodName   = "/berth.containers.v1.Containers/StatPath"
+	Containers_CopyFrom_FullMethodName   = "/berth.containers.v1.Containers/CopyFrom"
+	Containers_CopyTo_FullMethodName     = "/berth.containers.v1.Containers/CopyTo"
+	Containers_Export_FullMethodName     = "/berth.containers.v1.Containers/Export"
+	Containers_Connect_FullMethodName    = "/berth.containers.v1.Containers/Connect"
+	Containers_Disconnect_FullMethodName = "/berth.containers.v1.Containers/Disconnect"
 )
 
 // ContainersClient is the client API for Containers service.
@@ -118,6 +120,11 @@ type ContainersClient interface {
 	CopyTo(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[CopyToRequest, emptypb.Empty], error)
 	// Export streams the container's whole filesystem as a tar.
 	Export(ctx context.Context, in *ContainerRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Chunk], error)
+	// Connect joins a container to a network (docker network connect): at
+	// once when it runs, and at each of its starts.
+	Connect(ctx context.Context, in *ConnectRequest, opts ...grpc.CallOption) (*emptypb.Empty, error)
+	// Disconnect takes a container off a network.
+	Disconnect(ctx context.Context, in *DisconnectRequest, opts ...grpc.CallOption) (*emptypb.Empty, error)
 }
 
 type containersClient struct {
@@ -413,6 +420,26 @@ func (c *containersClient) Export(ctx context.Context, in *ContainerRequest, opt
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Containers_ExportClient = grpc.ServerStreamingClient[Chunk]
 
+func (c *containersClient) Connect(ctx context.Context, in *ConnectRequest, opts ...grpc.CallOption) (*emptypb.Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(emptypb.Empty)
+	err := c.cc.Invoke(ctx, Containers_Connect_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *containersClient) Disconnect(ctx context.Context, in *DisconnectRequest, opts ...grpc.CallOption) (*emptypb.Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(emptypb.Empty)
+	err := c.cc.Invoke(ctx, Containers_Disconnect_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ContainersServer is the server API for Containers service.
 // All implementations must embed UnimplementedContainersServer
 // for forward compatibility.
@@ -478,6 +505,11 @@ type ContainersServer interface {
 	CopyTo(grpc.ClientStreamingServer[CopyToRequest, emptypb.Empty]) error
 	// Export streams the container's whole filesystem as a tar.
 	Export(*ContainerRequest, grpc.ServerStreamingServer[Chunk]) error
+	// Connect joins a container to a network (docker network connect): at
+	// once when it runs, and at each of its starts.
+	Connect(context.Context, *ConnectRequest) (*emptypb.Empty, error)
+	// Disconnect takes a container off a network.
+	Disconnect(context.Context, *DisconnectRequest) (*emptypb.Empty, error)
 	mustEmbedUnimplementedContainersServer()
 }
 
@@ -559,6 +591,12 @@ func (UnimplementedContainersServer) CopyTo(grpc.ClientStreamingServer[CopyToReq
 }
 func (UnimplementedContainersServer) Export(*ContainerRequest, grpc.ServerStreamingServer[Chunk]) error {
 	return status.Error(codes.Unimplemented, "method Export not implemented")
+}
+func (UnimplementedContainersServer) Connect(context.Context, *ConnectRequest) (*emptypb.Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method Connect not implemented")
+}
+func (UnimplementedContainersServer) Disconnect(context.Context, *DisconnectRequest) (*emptypb.Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method Disconnect not implemented")
 }
 func (UnimplementedContainersServer) mustEmbedUnimplementedContainersServer() {}
 func (UnimplementedContainersServer) testEmbeddedByValue()                    {}
@@ -952,6 +990,42 @@ func _Containers_Export_Handler(srv interface{}, stream grpc.ServerStream) error
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Containers_ExportServer = grpc.ServerStreamingServer[Chunk]
 
+func _Containers_Connect_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ConnectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ContainersServer).Connect(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Containers_Connect_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ContainersServer).Connect(ctx, req.(*ConnectRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Containers_Disconnect_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DisconnectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ContainersServer).Disconnect(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Containers_Disconnect_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ContainersServer).Disconnect(ctx, req.(*DisconnectRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Containers_ServiceDesc is the grpc.ServiceDesc for Containers service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1026,6 +1100,14 @@ var Containers_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "StatPath",
 			Handler:    _Containers_StatPath_Handler,
+		},
+		{
+			MethodName: "Connect",
+			Handler:    _Containers_Connect_Handler,
+		},
+		{
+			MethodName: "Disconnect",
+			Handler:    _Containers_Disconnect_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
