@@ -82,8 +82,9 @@ func joinedContainer(o Options) (string, bool) {
 	return strings.CutPrefix(NetworkMode(o), NetworkContainerPrefix)
 }
 
-// isSpecialMode reports whether mode is host, none or container:<x>.
-func isSpecialMode(mode string) bool {
+// IsNetworkMode reports whether mode is host, none or container:<x>
+// rather than a network.
+func IsNetworkMode(mode string) bool {
 	return mode == NetworkHost || mode == NetworkNone || strings.HasPrefix(mode, NetworkContainerPrefix)
 }
 
@@ -203,6 +204,7 @@ func (m *Manager) resolveNetworks(ctx context.Context, o *Options) error {
 		nets = []string{""}
 	}
 	out := make([]string, 0, len(nets))
+	aliases := map[string][]string{}
 	for _, ref := range nets {
 		name, err := m.resolveNetwork(ctx, ref, len(nets))
 		if err != nil {
@@ -212,14 +214,27 @@ func (m *Manager) resolveNetworks(ctx context.Context, o *Options) error {
 			return fmt.Errorf("network %s is named twice: %w", name, errdefs.ErrInvalidArgument)
 		}
 		out = append(out, name)
+		// Aliases are given by the network's name as the caller wrote it
+		// ("" for the default network).
+		if a, ok := o.Network.Aliases[ref]; ok {
+			aliases[name] = a
+			delete(o.Network.Aliases, ref)
+		}
+	}
+	for ref := range o.Network.Aliases {
+		return fmt.Errorf("network aliases for %q, which the container does not join: %w", ref, errdefs.ErrInvalidArgument)
 	}
 	o.Networks = out
+	o.Network.Aliases = nil
+	if len(aliases) > 0 {
+		o.Network.Aliases = aliases
+	}
 	return nil
 }
 
 // resolveNetwork resolves one --network value; n is how many were given.
 func (m *Manager) resolveNetwork(ctx context.Context, ref string, n int) (string, error) {
-	if isSpecialMode(ref) || ref == NetworkContainerPrefix[:len(NetworkContainerPrefix)-1] {
+	if IsNetworkMode(ref) || ref == NetworkContainerPrefix[:len(NetworkContainerPrefix)-1] {
 		if n > 1 {
 			return "", fmt.Errorf("conflicting options: network mode %q cannot be combined with other networks: %w", ref, errdefs.ErrInvalidArgument)
 		}
@@ -291,13 +306,10 @@ func (m *Manager) checkModeConflicts(ctx context.Context, o *Options) error {
 	conflict := func(what string) error {
 		return fmt.Errorf("conflicting options: %s and the network mode %q: %w", what, mode, errdefs.ErrInvalidArgument)
 	}
-	special := isSpecialMode(mode)
-	for net, aliases := range no.Aliases {
+	special := IsNetworkMode(mode)
+	for _, aliases := range no.Aliases {
 		if special {
 			return conflict("network aliases")
-		}
-		if !slices.Contains(o.Networks, net) {
-			return fmt.Errorf("network aliases for %s, which the container does not join: %w", net, errdefs.ErrInvalidArgument)
 		}
 		for _, a := range aliases {
 			if err := validateAlias(a); err != nil {
@@ -706,7 +718,7 @@ func (m *Manager) Connect(ctx context.Context, ref, netRef string, aliases []str
 		return err
 	}
 	o := &r.Config.Options
-	if mode := NetworkMode(*o); isSpecialMode(mode) {
+	if mode := NetworkMode(*o); IsNetworkMode(mode) {
 		return fmt.Errorf("container %s uses network mode %q and cannot join other networks: %w", names.Short(r.ID), mode, errdefs.ErrFailedPrecondition)
 	}
 	if slices.Contains(o.Networks, n.Name) {
@@ -762,7 +774,7 @@ func (m *Manager) Disconnect(ctx context.Context, ref, netRef string, force bool
 		return err
 	}
 	o := &r.Config.Options
-	if mode := NetworkMode(*o); isSpecialMode(mode) {
+	if mode := NetworkMode(*o); IsNetworkMode(mode) {
 		return fmt.Errorf("container %s uses network mode %q: there is nothing to disconnect: %w", names.Short(r.ID), mode, errdefs.ErrFailedPrecondition)
 	}
 	i := slices.Index(o.Networks, name)

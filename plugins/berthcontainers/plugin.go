@@ -46,7 +46,7 @@ func init() {
 		Type:     plugins.BerthServicePlugin,
 		ID:       ID,
 		Config:   &Config{LogMaxSize: "10m", LogMaxFile: 3, StopTimeout: plugins.Duration(10 * time.Second)},
-		Requires: []plugins.Type{plugins.MetadataPlugin, plugins.DiffPlugin, plugins.BerthInternalPlugin, plugins.RuntimePluginV2, plugins.EventPlugin},
+		Requires: []plugins.Type{plugins.MetadataPlugin, plugins.DiffPlugin, plugins.BerthInternalPlugin, plugins.RuntimePluginV2, plugins.EventPlugin, plugins.NetworkPlugin},
 		InitFn:   initManager,
 	})
 	plugins.Register(&plugins.Registration{
@@ -159,9 +159,11 @@ func initManager(ic *plugins.InitContext) (any, error) {
 		LogMaxFile:     cfg.LogMaxFile,
 		InitBinary:     findInit(cfg.InitPath),
 		StopTimeout:    time.Duration(cfg.StopTimeout),
+		Network:        networkManager(ic),
 	})
 	if rt, err := ic.GetByID(plugins.RuntimePluginV2, "task"); err == nil {
 		m.SetRuntime(runtimeAdapter{m: rt.(*runtimev2.Manager)})
+		releaseDeadNetworks(rt.(*runtimev2.Manager), m)
 		// Running containers get their monitors back before berthd
 		// serves (the shim manager has reconnected to their shims);
 		// containers that should run again start in the background.

@@ -45,6 +45,9 @@ func optionsFromProto(c *api.Config) (run.Options, error) {
 			o.Sysctls[k] = v
 		}
 	}
+	if err := networkFromProto(c, &o); err != nil {
+		return run.Options{}, err
+	}
 	return o, nil
 }
 
@@ -67,6 +70,7 @@ func optionsToProto(o run.Options) *api.Config {
 	for _, k := range sortedKeys(o.Sysctls) {
 		c.Sysctls = append(c.Sysctls, k+"="+o.Sysctls[k])
 	}
+	networkToProto(o, c)
 	return c
 }
 
@@ -86,10 +90,7 @@ func containerToProto(r run.Record) *api.Container {
 		LogPath:      r.Config.Options.Log.Path,
 		Snapshotter:  r.Snapshotter, SnapshotKey: r.SnapshotKey,
 		Runtime: r.Runtime.Name, Labels: r.Labels, Managed: r.Managed,
-		Networks: r.Config.Options.Networks, Platform: r.Config.Options.Platform,
-	}
-	for _, p := range r.Config.Options.Ports {
-		c.Ports = append(c.Ports, &api.Port{HostIp: p.HostIP, HostPort: int32(p.HostPort), ContainerPort: int32(p.ContainerPort), Protocol: p.Protocol})
+		Platform: r.Config.Options.Platform,
 	}
 	for _, m := range r.Config.Options.Mounts {
 		c.Mounts = append(c.Mounts, &api.Mount{Type: m.Type, Source: m.Source, Destination: m.Destination, ReadOnly: m.ReadOnly, Name: m.Name})

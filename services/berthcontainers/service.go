@@ -115,6 +115,10 @@ func (s *Service) List(ctx context.Context, req *api.ListRequest) (*api.ListResp
 	if err != nil {
 		return nil, err
 	}
+	nets, err := s.m.NetworkStatuses(ctx)
+	if err != nil {
+		return nil, err
+	}
 	resp := &api.ListResponse{}
 	for _, r := range all {
 		if !req.All && !r.State.Running() && r.State.Status != run.StatusRestarting {
@@ -124,6 +128,7 @@ func (s *Service) List(ctx context.Context, req *api.ListRequest) (*api.ListResp
 			continue
 		}
 		c := containerToProto(r)
+		withNetwork(c, r, nets[r.ID])
 		if req.Size {
 			c.SizeRw = s.m.LayerSize(ctx, r)
 		}
@@ -139,6 +144,7 @@ func (s *Service) Inspect(ctx context.Context, req *api.ContainerRequest) (*api.
 		return nil, err
 	}
 	c := containerToProto(r)
+	withNetwork(c, r, s.m.NetworkStatus(ctx, r))
 	c.SizeRw = s.m.LayerSize(ctx, r)
 	resp := &api.InspectResponse{Container: c}
 	if r.Container.Spec != nil {

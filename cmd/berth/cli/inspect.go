@@ -45,6 +45,7 @@ type containerInspect struct {
 	SizeRw          int64             `json:"SizeRw"`
 	Labels          map[string]string `json:"-"`
 	Managed         bool              `json:"Managed"`
+	inspectPaths
 }
 
 type inspectState struct {
@@ -91,6 +92,7 @@ type inspectHost struct {
 	Sysctls        []string       `json:"Sysctls"`
 	Ulimits        []string       `json:"Ulimits"`
 	LogConfig      inspectLog     `json:"LogConfig"`
+	inspectHostNetwork
 }
 
 type inspectMount struct {
@@ -115,16 +117,6 @@ type inspectConfig struct {
 	Labels      map[string]string `json:"Labels"`
 	StopSignal  string            `json:"StopSignal,omitempty"`
 	StopTimeout *int              `json:"StopTimeout,omitempty"`
-}
-
-type inspectPort struct {
-	HostIP   string `json:"HostIp"`
-	HostPort string `json:"HostPort"`
-}
-
-type inspectNetworks struct {
-	Ports    map[string][]inspectPort `json:"Ports"`
-	Networks map[string]struct{}      `json:"Networks"`
 }
 
 func inspectCommand(g *globals) *cobra.Command {
@@ -245,7 +237,7 @@ func newContainerInspect(resp *containersapi.InspectResponse) containerInspect {
 			OOMKilled: st.GetOomKilled(), Dead: st.GetStatus() == "dead", Pid: int(st.GetPid()), ExitCode: int(st.GetExitCode()),
 			Error: st.GetError(), StartedAt: st.GetStartedAt().AsTime(), FinishedAt: st.GetFinishedAt().AsTime(),
 		},
-		NetworkSettings: inspectNetworks{Ports: map[string][]inspectPort{}, Networks: map[string]struct{}{}},
+		NetworkSettings: newInspectNetworks(ct), inspectPaths: newInspectPaths(ct),
 	}
 	if ct.Created != nil {
 		v.Created = ct.Created.AsTime()
@@ -265,20 +257,14 @@ func newContainerInspect(resp *containersapi.InspectResponse) containerInspect {
 	for _, m := range ct.Mounts {
 		v.Mounts = append(v.Mounts, inspectMount{Type: m.Type, Name: m.Name, Source: m.Source, Destination: m.Destination, RW: !m.ReadOnly})
 	}
-	for _, p := range ct.Ports {
-		k := fmt.Sprintf("%d/%s", p.ContainerPort, p.Protocol)
-		v.NetworkSettings.Ports[k] = append(v.NetworkSettings.Ports[k], inspectPort{HostIP: p.HostIp, HostPort: fmt.Sprint(p.HostPort)})
-	}
-	for _, n := range ct.Networks {
-		v.NetworkSettings.Networks[n] = struct{}{}
-	}
 	if cfg != nil {
 		v.HostConfig = inspectHost{
 			AutoRemove: cfg.AutoRemove, Runtime: ct.Runtime, Privileged: cfg.Privileged, ReadonlyRootfs: cfg.ReadOnly,
 			Init: cfg.Init, CapAdd: cfg.CapAdd, CapDrop: cfg.CapDrop, GroupAdd: cfg.GroupAdd, Memory: cfg.Memory,
 			MemorySwap: cfg.MemorySwap, NanoCpus: cfg.NanoCpus, CPUShares: cfg.CpuShares, CpusetCpus: cfg.CpusetCpus,
 			PidsLimit: cfg.PidsLimit, ShmSize: cfg.ShmSize, Sysctls: cfg.Sysctls, Ulimits: cfg.Ulimits,
-			LogConfig: inspectLog{Type: "json-file", Config: map[string]string{}},
+			LogConfig:          inspectLog{Type: "json-file", Config: map[string]string{}},
+			inspectHostNetwork: newInspectHostNetwork(ct),
 		}
 		if p := cfg.RestartPolicy; p != nil {
 			v.HostConfig.RestartPolicy = inspectRestart{Name: p.Name, MaximumRetryCount: int(p.MaximumRetryCount)}

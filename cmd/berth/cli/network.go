@@ -118,7 +118,7 @@ func networkCommand(g *globals) *cobra.Command {
 		return networksapi.NewNetworksClient(c.Conn()), nil
 	}
 	cmd.AddCommand(networkCreateCommand(g, client), networkLsCommand(g, client), networkInspectCommand(g, client),
-		networkRmCommand(g, client), networkPruneCommand(g, client))
+		networkRmCommand(g, client), networkPruneCommand(g, client), networkConnectCommand(g), networkDisconnectCommand(g))
 	return cmd
 }
 

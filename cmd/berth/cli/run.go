@@ -38,6 +38,7 @@ type runFlags struct {
 	// stdinOnce closes the container's stdin when the client's input ends
 	// (an attached run -i).
 	stdinOnce bool
+	net       netFlags
 }
 
 func (f *runFlags) register(fl *pflag.FlagSet) {
@@ -74,6 +75,7 @@ func (f *runFlags) register(fl *pflag.FlagSet) {
 	fl.StringArrayVar(&f.ulimits, "ulimit", nil, "resource limit name=soft[:hard]")
 	fl.StringArrayVar(&f.logOpts, "log-opt", nil, "log option: max-size=SIZE, max-file=N")
 	fl.StringVar(&f.pull, "pull", "missing", "pull the image: missing, always or never")
+	f.net.register(fl)
 }
 
 // config turns the flags into the API's container config.
@@ -147,6 +149,9 @@ func (f *runFlags) config(image string, args []string) (*containersapi.Config, e
 	case "missing", "always", "never":
 	default:
 		return nil, usageError("invalid value %q for --pull: use missing, always or never", f.pull)
+	}
+	if err := f.net.apply(cfg, f.hostname); err != nil {
+		return nil, err
 	}
 	return cfg, nil
 }
@@ -255,6 +260,7 @@ func createFromFlags(ctx context.Context, c *Client, g *globals, f *runFlags, ar
 	if f.name != "" && !validName(f.name) {
 		return nil, usageError("invalid container name %q: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed, at least two characters", f.name)
 	}
+	f.net.printWarnings(g.stderr)
 	po := PullOptions{Snapshotter: f.snapshotter, Progress: g.stderr, TTY: stderrTTY(g)}
 	if f.platform != "" {
 		po.Platforms = []string{f.platform}
