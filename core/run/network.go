@@ -702,6 +702,9 @@ func (m *Manager) Connect(ctx context.Context, ref, netRef string, aliases []str
 	if m.o.Network == nil {
 		return fmt.Errorf("connect container %s: berthd has no network plugin: %w", names.Short(r.ID), errdefs.ErrUnavailable)
 	}
+	if IsNetworkMode(netRef) {
+		return fmt.Errorf("a container cannot be connected to network mode %q (give it at create with --network): %w", netRef, errdefs.ErrInvalidArgument)
+	}
 	for _, a := range aliases {
 		if err := validateAlias(a); err != nil {
 			return err
@@ -760,6 +763,9 @@ func (m *Manager) Disconnect(ctx context.Context, ref, netRef string, force bool
 	}
 	if m.o.Network == nil {
 		return fmt.Errorf("disconnect container %s: berthd has no network plugin: %w", names.Short(r.ID), errdefs.ErrUnavailable)
+	}
+	if IsNetworkMode(netRef) {
+		return fmt.Errorf("a container cannot be disconnected from network mode %q: %w", netRef, errdefs.ErrInvalidArgument)
 	}
 	name := netRef
 	if n, err := m.o.Network.Network(ctx, netRef); err == nil {

@@ -393,5 +393,5 @@ func startOrExplain(ctx context.Context, c *Client, id string, autoRemove bool) 
 	if autoRemove {
 		_, _ = api.Remove(context.WithoutCancel(ctx), &containersapi.RemoveRequest{Id: id, Force: true})
 	}
-	return &ExitError{Code: code, Err: err}
+	return &ExitError{Code: code, Err: containerError(err)}
 }
