@@ -68,6 +68,10 @@ func (m *Manager) Create(ctx context.Context, name string, o Options) (Record, e
 	if err := m.prepareNetwork(ctx, &o, info.config.Config); err != nil {
 		return Record{}, err
 	}
+	mounts, err := m.parseMounts(ctx, o.MountOptions, info.config.Config)
+	if err != nil {
+		return Record{}, err
+	}
 	snName, sn, err := m.o.Unpacker.Snapshotter(ctx, o.Snapshotter)
 	if err != nil {
 		return Record{}, err
@@ -100,8 +104,13 @@ func (m *Manager) Create(ctx context.Context, name string, o Options) (Record, e
 		ImageID: info.configID, Manifest: info.manifest.Digest.String(), ManifestMediaType: info.manifest.MediaType,
 		ImageStopSignal: info.config.Config.StopSignal, ChainID: info.chainID,
 	}
+	var undoVolumes func()
+	if cfg.Mounts, undoVolumes, err = m.acquireVolumes(ctx, id, mounts); err != nil {
+		return Record{}, err
+	}
 	rec, err := m.createRecord(ctx, ns, id, cfg, info, sn)
 	if err != nil {
+		undoVolumes()
 		return Record{}, err
 	}
 	return rec, nil

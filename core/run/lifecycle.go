@@ -97,9 +97,15 @@ func (m *Manager) startLocked(ctx context.Context, ns string, e *entry, r *Recor
 	if err != nil {
 		return m.startFailed(ctx, r, err)
 	}
-	task, err := rt.Create(ctx, r.ID, TaskOptions{Runtime: o.Runtime, Spec: spec, Rootfs: mounts, IO: io})
+	rootfs, err := m.prepareRootfs(ctx, ns, r, mounts)
 	if err != nil {
 		releaseNet()
+		return m.startFailed(ctx, r, err)
+	}
+	task, err := rt.Create(ctx, r.ID, TaskOptions{Runtime: o.Runtime, Spec: spec, Rootfs: rootfs, IO: io})
+	if err != nil {
+		releaseNet()
+		m.releaseRunMounts(ctx, ns, r)
 		return m.startFailed(ctx, r, err)
 	}
 	if err := task.Start(ctx); err != nil {
@@ -107,6 +113,7 @@ func (m *Manager) startLocked(ctx context.Context, ns string, e *entry, r *Recor
 			slog.Warn("delete task that failed to start", "id", r.ID, "error", derr)
 		}
 		releaseNet()
+		m.releaseRunMounts(ctx, ns, r)
 		return m.startFailed(ctx, r, err)
 	}
 	now := time.Now().UTC()
@@ -365,8 +372,10 @@ func (m *Manager) setPaused(ctx context.Context, ref string, pause bool) error {
 }
 
 // Remove deletes a container that is not running, or with force kills it
-// first: its task, record, writable layer, logs and FIFOs.
-func (m *Manager) Remove(ctx context.Context, ref string, force bool) error {
+// first: its task, record, writable layer, logs and FIFOs. Its volumes
+// lose it as a user; with volumes its anonymous volumes that no other
+// container uses are removed too (rm -v).
+func (m *Manager) Remove(ctx context.Context, ref string, force, volumes bool) error {
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
 		return err
@@ -399,11 +408,12 @@ func (m *Manager) Remove(ctx context.Context, ref string, force bool) error {
 	} else if err != nil {
 		return err
 	}
-	return m.removeLocked(ctx, ns, e, &r, force)
+	return m.removeLocked(ctx, ns, e, &r, force, volumes)
 }
 
-// removeLocked deletes r; e.mu is held and r is not running.
-func (m *Manager) removeLocked(ctx context.Context, ns string, e *entry, r *Record, force bool) error {
+// removeLocked deletes r (with volumes, its anonymous volumes); e.mu is
+// held and r is not running.
+func (m *Manager) removeLocked(ctx context.Context, ns string, e *entry, r *Record, force, volumes bool) error {
 	ctx = context.WithoutCancel(ctx)
 	if rt, err := m.runtime(); err == nil {
 		if t, err := rt.Get(ctx, r.ID); err == nil {
@@ -416,6 +426,7 @@ func (m *Manager) removeLocked(ctx context.Context, ns string, e *entry, r *Reco
 	if err := m.o.Containers.Delete(ctx, r.ID); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("remove container %s: %w", names.Short(r.ID), err)
 	}
+	m.releaseVolumes(ctx, ns, r, volumes)
 	if sn := m.o.Snapshotters(r.Snapshotter); sn != nil && r.SnapshotKey != "" {
 		if err := sn.Remove(ctx, r.SnapshotKey); err != nil && !errdefs.IsNotFound(err) {
 			slog.Warn("remove writable layer", "id", r.ID, "error", err)
@@ -469,7 +480,7 @@ func (m *Manager) Prune(ctx context.Context, filter func(Record) bool) ([]string
 			continue
 		}
 		size := m.layerSize(ctx, r)
-		if err := m.Remove(ctx, r.ID, false); err != nil {
+		if err := m.Remove(ctx, r.ID, false, false); err != nil {
 			if errdefs.IsFailedPrecondition(err) || errdefs.IsNotFound(err) {
 				continue // started or removed meanwhile
 			}

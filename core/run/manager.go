@@ -30,6 +30,7 @@ import (
 	"github.com/berthd/berth/core/namespaces"
 	"github.com/berthd/berth/core/network"
 	"github.com/berthd/berth/core/snapshots"
+	"github.com/berthd/berth/core/volumes"
 )
 
 // Unpacker unpacks images into snapshotters (plugins/diff's
@@ -71,6 +72,9 @@ type ManagerOptions struct {
 	// Network gives containers their networks; nil leaves each with a
 	// bare network namespace (only "none" and "host" can be asked for).
 	Network network.Manager
+	// Volumes keeps the volumes containers mount; nil refuses containers
+	// with volumes (binds and tmpfs mounts need no store).
+	Volumes *volumes.Store
 }
 
 // Manager keeps containers.

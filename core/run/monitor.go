@@ -80,6 +80,7 @@ func (m *Manager) handleExit(ns, id string, e *entry, run *runState, exit Exit) 
 	close(run.drained)
 	run.closeStdin()
 	m.releaseNetwork(ctx, ns, id)
+	m.endRunMounts(ctx, ns, id)
 	if exit.At.IsZero() {
 		exit.At = time.Now().UTC()
 	}
@@ -111,7 +112,7 @@ func (m *Manager) handleExit(ns, id string, e *entry, run *runState, exit Exit) 
 	}
 	close(run.done)
 	if autoRemove {
-		if err := m.removeLocked(ctx, ns, e, &r, true); err != nil {
+		if err := m.removeLocked(ctx, ns, e, &r, true, true); err != nil {
 			slog.Warn("remove container at exit (--rm)", "id", id, "error", err)
 			if err := m.saveState(ctx, &r); err != nil {
 				slog.Warn("record container exit", "id", id, "error", err)
@@ -257,7 +258,7 @@ func (m *Manager) reconcileOne(ctx context.Context, rt Runtime, ns string, r Rec
 		m.wg.Add(1)
 		go func() {
 			defer m.wg.Done()
-			if err := m.Remove(namespaces.WithNamespace(m.ctx, ns), r.ID, true); err != nil && !errdefs.IsNotFound(err) {
+			if err := m.Remove(namespaces.WithNamespace(m.ctx, ns), r.ID, true, true); err != nil && !errdefs.IsNotFound(err) {
 				slog.Warn("remove exited container (--rm)", "id", r.ID, "error", err)
 			}
 		}()

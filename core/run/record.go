@@ -122,16 +122,6 @@ type Port struct {
 	Protocol      string `json:"Protocol"`
 }
 
-// MountPoint is a volume, bind or tmpfs mount of the container, recorded
-// for the volume wiring.
-type MountPoint struct {
-	Type        string `json:"Type"`
-	Name        string `json:"Name,omitempty"`
-	Source      string `json:"Source"`
-	Destination string `json:"Destination"`
-	ReadOnly    bool   `json:"ReadOnly,omitempty"`
-}
-
 // Options are the docker run settings of a container, as given: sizes
 // already parsed, the image as a full reference.
 type Options struct {
@@ -172,13 +162,15 @@ type Options struct {
 	StopTimeout *int      `json:"StopTimeout,omitempty"`
 	Log         LogConfig `json:"Log"`
 	// Placeholders for the network and volume wiring.
-	Ports    []Port       `json:"Ports,omitempty"`
-	Networks []string     `json:"Networks,omitempty"`
-	Mounts   []MountPoint `json:"Mounts,omitempty"`
+	Ports    []Port   `json:"Ports,omitempty"`
+	Networks []string `json:"Networks,omitempty"`
 
 	// Networks are network names in order, or one mode (host, none,
 	// container:<id>); Network the other network settings (network.go).
 	Network NetworkOptions `json:"NetworkOptions,omitzero"`
+
+	// MountOptions are the mount flags (volumes.go).
+	MountOptions
 }
 
 // Config is what berth records about a container at create: the options
@@ -200,6 +192,9 @@ type Config struct {
 	// ChainID is the image layers' chain ID, the parent of the writable
 	// snapshot.
 	ChainID string `json:"ChainID"`
+	// Mounts are the container's volumes, binds and tmpfs mounts as
+	// create resolved them (volumes.go).
+	Mounts []MountPoint `json:"Mounts,omitempty"`
 }
 
 // Container statuses, as docker names them.

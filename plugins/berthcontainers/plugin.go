@@ -46,7 +46,7 @@ func init() {
 		Type:     plugins.BerthServicePlugin,
 		ID:       ID,
 		Config:   &Config{LogMaxSize: "10m", LogMaxFile: 3, StopTimeout: plugins.Duration(10 * time.Second)},
-		Requires: []plugins.Type{plugins.MetadataPlugin, plugins.DiffPlugin, plugins.BerthInternalPlugin, plugins.RuntimePluginV2, plugins.EventPlugin, plugins.NetworkPlugin},
+		Requires: []plugins.Type{plugins.MetadataPlugin, plugins.DiffPlugin, plugins.BerthInternalPlugin, plugins.RuntimePluginV2, plugins.EventPlugin, plugins.NetworkPlugin, plugins.BerthServicePlugin},
 		InitFn:   initManager,
 	})
 	plugins.Register(&plugins.Registration{
@@ -139,6 +139,7 @@ func initManager(ic *plugins.InitContext) (any, error) {
 			return nil, err
 		}
 	}
+	store := volumeStore(ic)
 	m := run.New(run.ManagerOptions{
 		Containers: db.Containers(),
 		Images:     db.Images(),
@@ -160,7 +161,9 @@ func initManager(ic *plugins.InitContext) (any, error) {
 		InitBinary:     findInit(cfg.InitPath),
 		StopTimeout:    time.Duration(cfg.StopTimeout),
 		Network:        networkManager(ic),
+		Volumes:        store,
 	})
+	wireVolumes(ic, db, store, m)
 	if rt, err := ic.GetByID(plugins.RuntimePluginV2, "task"); err == nil {
 		m.SetRuntime(runtimeAdapter{m: rt.(*runtimev2.Manager)})
 		releaseDeadNetworks(rt.(*runtimev2.Manager), m)

@@ -48,6 +48,7 @@ func optionsFromProto(c *api.Config) (run.Options, error) {
 	if err := networkFromProto(c, &o); err != nil {
 		return run.Options{}, err
 	}
+	mountsFromProto(c, &o)
 	return o, nil
 }
 
@@ -71,6 +72,7 @@ func optionsToProto(o run.Options) *api.Config {
 		c.Sysctls = append(c.Sysctls, k+"="+o.Sysctls[k])
 	}
 	networkToProto(o, c)
+	mountsToProto(o, c)
 	return c
 }
 
@@ -92,9 +94,7 @@ func containerToProto(r run.Record) *api.Container {
 		Runtime: r.Runtime.Name, Labels: r.Labels, Managed: r.Managed,
 		Platform: r.Config.Options.Platform,
 	}
-	for _, m := range r.Config.Options.Mounts {
-		c.Mounts = append(c.Mounts, &api.Mount{Type: m.Type, Source: m.Source, Destination: m.Destination, ReadOnly: m.ReadOnly, Name: m.Name})
-	}
+	c.Mounts = mountPointsToProto(r.Config.Mounts)
 	if spec, err := r.Spec(); err == nil {
 		c.Hostname = spec.Hostname
 	}

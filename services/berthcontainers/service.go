@@ -89,7 +89,7 @@ func (s *Service) Unpause(ctx context.Context, req *api.ContainerRequest) (*empt
 
 // Remove deletes a container.
 func (s *Service) Remove(ctx context.Context, req *api.RemoveRequest) (*emptypb.Empty, error) {
-	return empty, s.m.Remove(ctx, req.Id, req.Force)
+	return empty, s.m.Remove(ctx, req.Id, req.Force, req.Volumes)
 }
 
 // Prune removes stopped containers.

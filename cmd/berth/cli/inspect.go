@@ -93,6 +93,7 @@ type inspectHost struct {
 	Ulimits        []string       `json:"Ulimits"`
 	LogConfig      inspectLog     `json:"LogConfig"`
 	inspectHostNetwork
+	inspectHostMounts
 }
 
 type inspectMount struct {
@@ -100,7 +101,10 @@ type inspectMount struct {
 	Name        string `json:"Name,omitempty"`
 	Source      string `json:"Source"`
 	Destination string `json:"Destination"`
+	Driver      string `json:"Driver,omitempty"`
+	Mode        string `json:"Mode"`
 	RW          bool   `json:"RW"`
+	Propagation string `json:"Propagation"`
 }
 
 type inspectConfig struct {
@@ -255,7 +259,8 @@ func newContainerInspect(resp *containersapi.InspectResponse) containerInspect {
 		v.State.FinishedAt = time.Time{}
 	}
 	for _, m := range ct.Mounts {
-		v.Mounts = append(v.Mounts, inspectMount{Type: m.Type, Name: m.Name, Source: m.Source, Destination: m.Destination, RW: !m.ReadOnly})
+		v.Mounts = append(v.Mounts, inspectMount{Type: m.Type, Name: m.Name, Source: m.Source, Destination: m.Destination,
+			Driver: m.Driver, Mode: m.Mode, RW: !m.ReadOnly, Propagation: m.Propagation})
 	}
 	if cfg != nil {
 		v.HostConfig = inspectHost{
@@ -265,6 +270,7 @@ func newContainerInspect(resp *containersapi.InspectResponse) containerInspect {
 			PidsLimit: cfg.PidsLimit, ShmSize: cfg.ShmSize, Sysctls: cfg.Sysctls, Ulimits: cfg.Ulimits,
 			LogConfig:          inspectLog{Type: "json-file", Config: map[string]string{}},
 			inspectHostNetwork: newInspectHostNetwork(ct),
+			inspectHostMounts:  newInspectHostMounts(cfg),
 		}
 		if p := cfg.RestartPolicy; p != nil {
 			v.HostConfig.RestartPolicy = inspectRestart{Name: p.Name, MaximumRetryCount: int(p.MaximumRetryCount)}

@@ -39,6 +39,7 @@ type runFlags struct {
 	// (an attached run -i).
 	stdinOnce bool
 	net       netFlags
+	mounts    mountFlags
 }
 
 func (f *runFlags) register(fl *pflag.FlagSet) {
@@ -76,6 +77,7 @@ func (f *runFlags) register(fl *pflag.FlagSet) {
 	fl.StringArrayVar(&f.logOpts, "log-opt", nil, "log option: max-size=SIZE, max-file=N")
 	fl.StringVar(&f.pull, "pull", "missing", "pull the image: missing, always or never")
 	f.net.register(fl)
+	f.mounts.register(fl)
 }
 
 // config turns the flags into the API's container config.
@@ -149,6 +151,9 @@ func (f *runFlags) config(image string, args []string) (*containersapi.Config, e
 	case "missing", "always", "never":
 	default:
 		return nil, usageError("invalid value %q for --pull: use missing, always or never", f.pull)
+	}
+	if err := f.mounts.apply(cfg); err != nil {
+		return nil, err
 	}
 	if err := f.net.apply(cfg, f.hostname); err != nil {
 		return nil, err

@@ -198,6 +198,21 @@ type Config struct {
 	Ulimits     []string   `protobuf:"bytes,33,rep,name=ulimits,proto3" json:"ulimits,omitempty"`
 	CpusetCpus  string     `protobuf:"bytes,34,opt,name=cpuset_cpus,json=cpusetCpus,proto3" json:"cpuset_cpus,omitempty"`
 	CpuShares   int64      `protobuf:"varint,35,opt,name=cpu_shares,json=cpuShares,proto3" json:"cpu_shares,omitempty"`
+	// Mounts (numbers from 50 on), as docker's flags give them; berthd
+	// parses and checks them at create (a bind's host path must exist).
+	// Binds are -v values: NAME:/ctr[:opts] (a named volume, created on
+	// first use), /ctr (an anonymous volume) or /host:/ctr[:opts] (a bind);
+	// opts are ro or rw, z or Z, nocopy, or a bind propagation.
+	Binds []string `protobuf:"bytes,50,rep,name=binds,proto3" json:"binds,omitempty"`
+	// Mounts are --mount values: type=volume|bind|tmpfs,src=,dst=,readonly,
+	// volume-driver=,volume-opt=K=V,volume-label=K=V,volume-nocopy,
+	// bind-propagation=,tmpfs-size=,tmpfs-mode=.
+	Mounts []string `protobuf:"bytes,51,rep,name=mounts,proto3" json:"mounts,omitempty"`
+	// Tmpfs are --tmpfs values: /ctr[:size=64m,mode=1777,...].
+	Tmpfs []string `protobuf:"bytes,52,rep,name=tmpfs,proto3" json:"tmpfs,omitempty"`
+	// VolumesFrom are --volumes-from values: CONTAINER[:ro|rw]; the
+	// container's volumes and binds are mounted at the same places.
+	VolumesFrom []string `protobuf:"bytes,53,rep,name=volumes_from,json=volumesFrom,proto3" json:"volumes_from,omitempty"`
 	// Networking (numbers from 60 on).
 	// Networks are network names or IDs, or one mode: "host", "none" or
 	// "container:<name|id>"; empty joins the default network. ("bridge"
@@ -497,6 +512,34 @@ func (x *Config) GetCpuShares() int64 {
 		return x.CpuShares
 	}
 	return 0
+}
+
+func (x *Config) GetBinds() []string {
+	if x != nil {
+		return x.Binds
+	}
+	return nil
+}
+
+func (x *Config) GetMounts() []string {
+	if x != nil {
+		return x.Mounts
+	}
+	return nil
+}
+
+func (x *Config) GetTmpfs() []string {
+	if x != nil {
+		return x.Tmpfs
+	}
+	return nil
+}
+
+func (x *Config) GetVolumesFrom() []string {
+	if x != nil {
+		return x.VolumesFrom
+	}
+	return nil
 }
 
 func (x *Config) GetNetworks() []string {
@@ -1326,13 +1369,24 @@ func (x *State) GetFinishedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// Mount is one of a container's mounts as create resolved it.
 type Mount struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Type          string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
-	Source        string                 `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
-	Destination   string                 `protobuf:"bytes,3,opt,name=destination,proto3" json:"destination,omitempty"`
-	ReadOnly      bool                   `protobuf:"varint,4,opt,name=read_only,json=readOnly,proto3" json:"read_only,omitempty"`
-	Name          string                 `protobuf:"bytes,5,opt,name=name,proto3" json:"name,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Type is "volume", "bind" or "tmpfs".
+	Type string `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	// Source is where the data is on the host: the volume's folder or the
+	// bind's real path; empty for tmpfs.
+	Source      string `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	Destination string `protobuf:"bytes,3,opt,name=destination,proto3" json:"destination,omitempty"`
+	ReadOnly    bool   `protobuf:"varint,4,opt,name=read_only,json=readOnly,proto3" json:"read_only,omitempty"`
+	// Name is the volume's name (anonymous volumes get a random one).
+	Name string `protobuf:"bytes,5,opt,name=name,proto3" json:"name,omitempty"`
+	// Driver is the volume's driver.
+	Driver string `protobuf:"bytes,6,opt,name=driver,proto3" json:"driver,omitempty"`
+	// Mode is the options as -v words: ro, z or Z, nocopy, a propagation.
+	Mode string `protobuf:"bytes,7,opt,name=mode,proto3" json:"mode,omitempty"`
+	// Propagation is a bind's propagation ("" is rprivate).
+	Propagation   string `protobuf:"bytes,8,opt,name=propagation,proto3" json:"propagation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1398,6 +1452,27 @@ func (x *Mount) GetReadOnly() bool {
 func (x *Mount) GetName() string {
 	if x != nil {
 		return x.Name
+	}
+	return ""
+}
+
+func (x *Mount) GetDriver() string {
+	if x != nil {
+		return x.Driver
+	}
+	return ""
+}
+
+func (x *Mount) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *Mount) GetPropagation() string {
+	if x != nil {
+		return x.Propagation
 	}
 	return ""
 }
@@ -4030,7 +4105,7 @@ const file_berth_containers_v1_containers_proto_rawDesc = "" +
 	"\x13maximum_retry_count\x18\x02 \x01(\x05R\x11maximumRetryCount\"A\n" +
 	"\tLogConfig\x12\x19\n" +
 	"\bmax_size\x18\x01 \x01(\x03R\amaxSize\x12\x19\n" +
-	"\bmax_file\x18\x02 \x01(\x05R\amaxFile\"\xaa\v\n" +
+	"\bmax_file\x18\x02 \x01(\x05R\amaxFile\"\x91\f\n" +
 	"\x06Config\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\x12\x10\n" +
 	"\x03cmd\x18\x02 \x03(\tR\x03cmd\x12\x1e\n" +
@@ -4080,7 +4155,11 @@ const file_berth_containers_v1_containers_proto_rawDesc = "" +
 	"\vcpuset_cpus\x18\" \x01(\tR\n" +
 	"cpusetCpus\x12\x1d\n" +
 	"\n" +
-	"cpu_shares\x18# \x01(\x03R\tcpuShares\x12\x1a\n" +
+	"cpu_shares\x18# \x01(\x03R\tcpuShares\x12\x14\n" +
+	"\x05binds\x182 \x03(\tR\x05binds\x12\x16\n" +
+	"\x06mounts\x183 \x03(\tR\x06mounts\x12\x14\n" +
+	"\x05tmpfs\x184 \x03(\tR\x05tmpfs\x12!\n" +
+	"\fvolumes_from\x185 \x03(\tR\vvolumesFrom\x12\x1a\n" +
 	"\bnetworks\x18< \x03(\tR\bnetworks\x12\x18\n" +
 	"\apublish\x18= \x03(\tR\apublish\x12\x1f\n" +
 	"\vpublish_all\x18> \x01(\bR\n" +
@@ -4153,13 +4232,16 @@ const file_berth_containers_v1_containers_proto_rawDesc = "" +
 	"started_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12;\n" +
 	"\vfinished_at\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"finishedAt\"\x86\x01\n" +
+	"finishedAt\"\xd4\x01\n" +
 	"\x05Mount\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12 \n" +
 	"\vdestination\x18\x03 \x01(\tR\vdestination\x12\x1b\n" +
 	"\tread_only\x18\x04 \x01(\bR\breadOnly\x12\x12\n" +
-	"\x04name\x18\x05 \x01(\tR\x04name\"\x7f\n" +
+	"\x04name\x18\x05 \x01(\tR\x04name\x12\x16\n" +
+	"\x06driver\x18\x06 \x01(\tR\x06driver\x12\x12\n" +
+	"\x04mode\x18\a \x01(\tR\x04mode\x12 \n" +
+	"\vpropagation\x18\b \x01(\tR\vpropagation\"\x7f\n" +
 	"\x04Port\x12\x17\n" +
 	"\ahost_ip\x18\x01 \x01(\tR\x06hostIp\x12\x1b\n" +
 	"\thost_port\x18\x02 \x01(\x05R\bhostPort\x12%\n" +
