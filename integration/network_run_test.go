@@ -241,11 +241,14 @@ func TestNetworkRunUserNetworks(t *testing.T) {
 	if out := d.MustBerth("run", "--rm", "--network", "none", "busybox", "ip", "-o", "link"); strings.Count(out, "\n") != 1 || !strings.Contains(out, "lo:") {
 		t.Errorf("--network none interfaces:\n%s", out)
 	}
-	ifaces, _ := net.Interfaces()
+	// (Other tests add and remove interfaces meanwhile: only those here
+	// before and after the container ran must be seen.)
+	before := interfaceNames(t)
 	out := d.MustBerth("run", "--rm", "--network", "host", "busybox", "ip", "-o", "link")
-	for _, i := range ifaces {
-		if !strings.Contains(out, " "+i.Name+":") && !strings.Contains(out, " "+i.Name+"@") {
-			t.Errorf("--network host does not see %s:\n%s", i.Name, out)
+	after := interfaceNames(t)
+	for _, name := range before {
+		if slices.Contains(after, name) && !strings.Contains(out, " "+name+":") && !strings.Contains(out, " "+name+"@") {
+			t.Errorf("--network host does not see %s:\n%s", name, out)
 		}
 	}
 	host, _ := os.Hostname()
@@ -264,6 +267,19 @@ func TestNetworkRunUserNetworks(t *testing.T) {
 			t.Errorf("generated files lack %q:\n%s", want, out)
 		}
 	}
+}
+
+func interfaceNames(t *testing.T) []string {
+	t.Helper()
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, i := range ifaces {
+		out = append(out, i.Name)
+	}
+	return out
 }
 
 // netResources counts what a daemon's default network holds on the host:

@@ -79,7 +79,6 @@ func (m *Manager) handleExit(ns, id string, e *entry, run *runState, exit Exit) 
 	}
 	close(run.drained)
 	run.closeStdin()
-	m.releaseNetwork(ctx, ns, id)
 	m.endRunMounts(ctx, ns, id)
 	if exit.At.IsZero() {
 		exit.At = time.Now().UTC()
@@ -91,6 +90,7 @@ func (m *Manager) handleExit(ns, id string, e *entry, run *runState, exit Exit) 
 		if !errdefs.IsNotFound(err) {
 			slog.Warn("record container exit", "id", id, "error", err)
 		}
+		m.releaseNetwork(ctx, ns, id)
 		close(run.done)
 		e.notifyExited(code)
 		return
@@ -110,6 +110,10 @@ func (m *Manager) handleExit(ns, id string, e *entry, run *runState, exit Exit) 
 			slog.Warn("record container exit", "id", id, "error", err)
 		}
 	}
+	// After the state is written (a follower of the log sees the exit
+	// recorded), before waiters return (a stopped container's ports are
+	// free for the next one).
+	m.releaseNetwork(ctx, ns, id)
 	close(run.done)
 	if autoRemove {
 		if err := m.removeLocked(ctx, ns, e, &r, true, true); err != nil {
