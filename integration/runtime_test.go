@@ -778,3 +778,35 @@ func countGoroutines(t *testing.T, debug string) int {
 	}
 	return n
 }
+
+// TestBerthdPublish sends events the way shims of containerd's v1
+// contract do: `berthd publish` with the event on stdin, over the gRPC
+// socket and over the ttrpc one.
+func TestBerthdPublish(t *testing.T) {
+	t.Parallel()
+	d := daemon.Start(t)
+	ch := subscribe(t, d, `topic~="^/tasks/"`)
+	for i, address := range []string{d.Address, d.Address + ".ttrpc"} {
+		id := fmt.Sprintf("published-%d", i)
+		ev, err := anypb.New(&eventsapi.TaskExit{ContainerID: id, ExitStatus: 42})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev.TypeUrl = "containerd.events.TaskExit"
+		data, err := proto.Marshal(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(daemon.Binary(t, "berthd"), "--address", address, "publish", "--topic", "/tasks/exit", "--namespace", "default")
+		cmd.Stdin = strings.NewReader(string(data))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("berthd publish to %s: %v: %s", address, err, out)
+		}
+		waitTopic(t, ch, "/tasks/exit", id)
+	}
+	cmd := exec.Command(daemon.Binary(t, "berthd"), "--address", d.Address, "publish", "--topic", "no-slash", "--namespace", "default")
+	cmd.Stdin = strings.NewReader("")
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "topic") {
+		t.Errorf("bad topic accepted: %v %s", err, out)
+	}
+}
