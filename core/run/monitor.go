@@ -79,7 +79,6 @@ func (m *Manager) handleExit(ns, id string, e *entry, run *runState, exit Exit) 
 	}
 	close(run.drained)
 	run.closeStdin()
-	m.endRunMounts(ctx, ns, id)
 	if exit.At.IsZero() {
 		exit.At = time.Now().UTC()
 	}
@@ -114,6 +113,7 @@ func (m *Manager) handleExit(ns, id string, e *entry, run *runState, exit Exit) 
 	// recorded), before waiters return (a stopped container's ports are
 	// free for the next one).
 	m.releaseNetwork(ctx, ns, id)
+	m.releaseRunMounts(ctx, ns, &r)
 	close(run.done)
 	if autoRemove {
 		if err := m.removeLocked(ctx, ns, e, &r, true, true); err != nil {

@@ -151,8 +151,10 @@ func tmpfsInto(rootfs string, mp MountPoint) error {
 	return nil
 }
 
-// releaseRunMounts undoes prepareRootfs once r's task is gone: the tree
-// is unmounted and r's volumes are told it stopped using them.
+// releaseRunMounts undoes prepareRootfs once r's task is gone (at its
+// exit, once the state is recorded, or after a failed start): the tree is
+// unmounted and r's volumes are told it stopped using them. For a
+// container without mounts it costs one stat.
 func (m *Manager) releaseRunMounts(ctx context.Context, ns string, r *Record) {
 	if err := unmountRootfs(m.rootfsDir(ns, r.ID)); err != nil {
 		slog.Warn("unmount container root filesystem", "id", r.ID, "error", err)
@@ -167,23 +169,6 @@ func (m *Manager) releaseRunMounts(ctx context.Context, ns string, r *Record) {
 		if err := m.o.Volumes.Unmount(ctx, mp.Source, r.ID); err != nil {
 			slog.Warn("unmount volume", "id", r.ID, "volume", mp.Source, "error", err)
 		}
-	}
-}
-
-// endRunMounts is releaseRunMounts for container id after its task
-// exited; a container without mounts costs one record read.
-func (m *Manager) endRunMounts(ctx context.Context, ns, id string) {
-	r, err := m.get(ctx, id)
-	if err != nil {
-		// Removed meanwhile: its removal released its volumes; only a
-		// tree left mounted remains to go.
-		if err := unmountRootfs(m.rootfsDir(ns, id)); err != nil {
-			slog.Warn("unmount container root filesystem", "id", id, "error", err)
-		}
-		return
-	}
-	if len(r.Config.Mounts) > 0 {
-		m.releaseRunMounts(ctx, ns, &r)
 	}
 }
 

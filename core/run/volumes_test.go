@@ -301,7 +301,7 @@ func TestPrepareRootfs(t *testing.T) {
 		t.Errorf("volume not marked mounted: %+v", v)
 	}
 
-	e.m.endRunMounts(e.ctx, "test", id)
+	e.m.releaseRunMounts(e.ctx, "test", &r)
 	if left, _ := mount.MountedUnder(dir); len(left) != 0 {
 		t.Errorf("mounts left after the exit: %v", left)
 	}
