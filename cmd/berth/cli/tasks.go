@@ -399,7 +399,7 @@ func tasksKillCommand(g *globals) *cobra.Command {
 }
 
 type execOptions struct {
-	execID, cwd, user string
+	execID, cwd string
 	env               []string
 	tty, detach       bool
 }
