@@ -400,8 +400,8 @@ func tasksKillCommand(g *globals) *cobra.Command {
 
 type execOptions struct {
 	execID, cwd string
-	env               []string
-	tty, detach       bool
+	env         []string
+	tty, detach bool
 }
 
 func tasksExecCommand(g *globals) *cobra.Command {
