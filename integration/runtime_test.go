@@ -294,10 +294,18 @@ func waitStatus(t *testing.T, d *daemon.Daemon, id, want string) {
 // terminal of the pane's size, runs commands typed into it, and its exit
 // status becomes ctr's.
 func ctrInteractive(t *testing.T, d *daemon.Daemon, rt, id string) {
-	tmux := require.Binary(t, "tmux")
-	session := fmt.Sprintf("berth-%d-%s", os.Getpid(), id)
 	ctr := require.Binary(t, "ctr")
-	script := fmt.Sprintf("%s --address %s run --rm -t --runtime %s %s %s sh; echo CTR-EXIT=$?; sleep 60", ctr, d.Address, rt, busyboxRef, id)
+	interactive(t, id, fmt.Sprintf("%s --address %s run --rm -t --runtime %s %s %s sh", ctr, d.Address, rt, busyboxRef, id))
+}
+
+// interactive runs command, which must start an interactive busybox sh
+// on a terminal, in a 100x30 tmux pane and checks the shell sees that
+// terminal, runs what is typed and passes its exit status through.
+func interactive(t *testing.T, name, command string) {
+	t.Helper()
+	tmux := require.Binary(t, "tmux")
+	session := fmt.Sprintf("berth-%d-%s", os.Getpid(), name)
+	script := command + "; echo CTR-EXIT=$?; sleep 60"
 	if out, err := exec.Command(tmux, "new-session", "-d", "-x", "100", "-y", "30", "-s", session, script).CombinedOutput(); err != nil {
 		t.Fatalf("tmux: %v: %s", err, out)
 	}
@@ -393,6 +401,9 @@ func TestBerthContainersAndTasks(t *testing.T) {
 		t.Errorf("containers rm of a stopped container: %s", r.Stderr)
 	}
 	d.MustBerth("containers", "rm", "c1")
+
+	d.MustBerth("containers", "create", "-t", "busybox", "tty", "sh")
+	interactive(t, "berth-tty", fmt.Sprintf("%s --address %s tasks start --rm tty", daemon.Binary(t, "berth"), d.Address))
 	if left := bundles(t, d); len(left) != 0 {
 		t.Errorf("bundles left: %v", left)
 	}
