@@ -134,11 +134,12 @@ func (m *Manager) reconnect(ctx context.Context, t *Task) error {
 	if err != nil {
 		return err
 	}
-	if t.stopLog, err = copyShimLog(t.bundle, t.namespace, t.id); err != nil {
-		return err
-	}
 	if err := m.connect(t, addr); err != nil {
 		return err
+	}
+	// The log is a convenience: a live shim is kept without it.
+	if t.stopLog, err = copyShimLog(t.bundle, t.namespace, t.id); err != nil {
+		slog.Warn("shim log", "namespace", t.namespace, "id", t.id, "error", err)
 	}
 	cctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
