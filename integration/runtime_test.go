@@ -646,6 +646,11 @@ func TestShimKilled(t *testing.T) {
 			t.Fatalf("shims of %s: %v", id, shims)
 		}
 		bundle := filepath.Join(d.State, "io.containerd.runtime.v2.task", "default", id)
+		address, err := os.ReadFile(filepath.Join(bundle, "address"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		socket := strings.TrimPrefix(strings.TrimSpace(string(address)), "unix://")
 		waited := make(chan *tasksapi.WaitResponse, 1)
 		go func() {
 			w, err := tasksClient(d).Wait(nsContext("default"), &tasksapi.WaitRequest{ContainerID: id})
@@ -670,6 +675,9 @@ func TestShimKilled(t *testing.T) {
 		}
 		if m := daemon.MountsUnder(bundle); len(m) != 0 {
 			t.Errorf("mounts left: %v", m)
+		}
+		if _, err := os.Stat(socket); !os.IsNotExist(err) {
+			t.Errorf("socket %s of the dead shim left: %v", socket, err)
 		}
 		if r := d.Ctr("run", "--rm", busyboxRef, "after-"+id, "true"); r.ExitCode != 0 {
 			t.Errorf("berthd does not serve after the shim died: %s", r.Stderr)

@@ -528,6 +528,7 @@ func (m *Manager) cleanupDeadOnce(t *Task, known uint32) {
 	if known != 0 {
 		exit.Status = known
 	}
+	removeDeadSocket(t.bundle)
 	if err := t.bundle.remove(); err != nil {
 		slog.Error("remove bundle of dead shim", "namespace", t.namespace, "id", t.id, "error", err)
 	}
@@ -578,6 +579,24 @@ func (m *Manager) Close() error {
 		t.closeConn()
 	}
 	return nil
+}
+
+// removeDeadSocket removes the socket a killed shim left (containerd's
+// shim 1.6 does not remove it in its delete command), unless something
+// still serves it: a shim shared by a group of containers.
+func removeDeadSocket(b *bundle) {
+	addr, err := parseAddress([]byte(b.readFile(AddressFile)))
+	if err != nil {
+		return
+	}
+	conn, err := net.DialTimeout("unix", addr, dialTimeout)
+	if err == nil {
+		conn.Close()
+		return
+	}
+	if err := os.Remove(addr); err != nil && !os.IsNotExist(err) {
+		slog.Warn("remove socket of dead shim", "socket", addr, "error", err)
+	}
 }
 
 func mountsToProto(ms []mount.Mount) []*apitypes.Mount {
