@@ -785,7 +785,10 @@ func countFDs(t *testing.T, d *daemon.Daemon) int {
 
 func countGoroutines(t *testing.T, debug string) int {
 	t.Helper()
-	resp, err := http.Get("http://" + debug + "/debug/pprof/goroutine?debug=1")
+	// No keep-alive: an idle connection would count as a descriptor and
+	// goroutines of berthd's.
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Get("http://" + debug + "/debug/pprof/goroutine?debug=1")
 	if err != nil {
 		t.Fatal(err)
 	}
