@@ -93,18 +93,21 @@ func (m *Manager) startLocked(ctx context.Context, ns string, e *entry, r *Recor
 			return fmt.Errorf("container %s: remove the previous run's task: %w", names.Short(r.ID), err)
 		}
 	}
-	releaseNet, err := m.setupNetwork(ctx, ns, r, spec)
+	netw, err := m.setupNetwork(ctx, ns, r, spec)
 	if err != nil {
 		return m.startFailed(ctx, r, err)
 	}
 	rootfs, err := m.prepareRootfs(ctx, ns, r, mounts)
 	if err != nil {
-		releaseNet()
+		netw.undo()
 		return m.startFailed(ctx, r, err)
 	}
 	task, err := rt.Create(ctx, r.ID, TaskOptions{Runtime: o.Runtime, Spec: spec, Rootfs: rootfs, IO: io})
+	if err == nil {
+		err = m.networkReady(ctx, r, task, netw)
+	}
 	if err != nil {
-		releaseNet()
+		netw.undo()
 		m.releaseRunMounts(ctx, ns, r)
 		return m.startFailed(ctx, r, err)
 	}
@@ -112,7 +115,7 @@ func (m *Manager) startLocked(ctx context.Context, ns string, e *entry, r *Recor
 		if _, derr := task.Delete(ctx); derr != nil {
 			slog.Warn("delete task that failed to start", "id", r.ID, "error", derr)
 		}
-		releaseNet()
+		netw.undo()
 		m.releaseRunMounts(ctx, ns, r)
 		return m.startFailed(ctx, r, err)
 	}

@@ -19,23 +19,52 @@ import (
 	"github.com/berthd/berth/core/run/names"
 )
 
+// netSetup is a container's network being set up for one start: the
+// sandbox exists and the spec points at it; the attachments to its
+// networks are made in the background while the task is created (the
+// runtime only needs the namespace to exist), and must be complete
+// before the task starts.
+type netSetup struct {
+	done    chan struct{}
+	err     error
+	release func()
+}
+
+// wait returns once the attachments are made, with their error.
+func (n *netSetup) wait() error {
+	<-n.done
+	return n.err
+}
+
+// undo waits for the attachments, then removes the network again (for a
+// task that failed to be created or started).
+func (n *netSetup) undo() {
+	<-n.done
+	n.release()
+}
+
+func doneSetup(release func()) *netSetup {
+	n := &netSetup{done: make(chan struct{}), release: release}
+	close(n.done)
+	return n
+}
+
 // setupNetwork prepares container r's network before its task is
 // created: a sandbox (namespace and hosts, resolv.conf and hostname
 // files) joined to each of its networks, the first publishing its ports.
 // The spec gets the namespace and the files. On error nothing of it is
-// left; the function returned undoes it (for a task that fails to
-// start).
-func (m *Manager) setupNetwork(ctx context.Context, ns string, r *Record, spec *specs.Spec) (func(), error) {
+// left.
+func (m *Manager) setupNetwork(ctx context.Context, ns string, r *Record, spec *specs.Spec) (*netSetup, error) {
 	o := r.Config.Options
 	nothing := func() {}
 	if otherID, ok := joinedContainer(o); ok {
-		return nothing, m.joinNetwork(ctx, r, otherID, spec)
+		return doneSetup(nothing), m.joinNetwork(ctx, r, otherID, spec)
 	}
 	if m.o.Network == nil {
 		if len(o.Networks) > 0 && !isHostNetwork(o) && o.Networks[0] != NetworkNone {
 			return nil, fmt.Errorf("container %s joins network %s but berthd has no network plugin: %w", names.Short(r.ID), o.Networks[0], errdefs.ErrUnavailable)
 		}
-		return nothing, nil
+		return doneSetup(nothing), nil
 	}
 	// A sandbox left by a run whose end berthd did not see.
 	m.releaseNetwork(ctx, ns, r.ID)
@@ -46,23 +75,38 @@ func (m *Manager) setupNetwork(ctx context.Context, ns string, r *Record, spec *
 	if err != nil {
 		return nil, fmt.Errorf("network sandbox: %w", err)
 	}
-	undo := func() { m.releaseNetwork(ctx, ns, r.ID) }
-	if !sb.HostNetwork {
-		for i, net := range o.Networks {
-			if net == NetworkNone {
-				continue
-			}
-			if err := m.attach(ctx, r, net, i == 0); err != nil {
-				undo()
-				return nil, err
-			}
-		}
-	}
+	release := func() { m.releaseNetwork(ctx, ns, r.ID) }
 	if err := applySandbox(ctx, spec, sb); err != nil {
-		undo()
+		release()
 		return nil, err
 	}
-	return undo, nil
+	n := &netSetup{done: make(chan struct{}), release: release}
+	go func() {
+		defer close(n.done)
+		if sb.HostNetwork {
+			return
+		}
+		for i, net := range o.Networks {
+			if net != NetworkNone {
+				if n.err = m.attach(ctx, r, net, i == 0); n.err != nil {
+					return
+				}
+			}
+		}
+	}()
+	return n, nil
+}
+
+// networkReady waits for the attachments of n made while task was
+// created; when they failed, the task is deleted.
+func (m *Manager) networkReady(ctx context.Context, r *Record, task Task, n *netSetup) error {
+	err := n.wait()
+	if err != nil {
+		if _, derr := task.Delete(ctx); derr != nil {
+			slog.Warn("delete task whose network failed", "id", r.ID, "error", derr)
+		}
+	}
+	return err
 }
 
 // attach joins container r to network net; first carries the ports and
