@@ -504,6 +504,24 @@ func TestNetworkRunDaemonKilled(t *testing.T) {
 	}
 	d.MustBerth("rm", "dies")
 
+	// A shim killed while berthd is down: berthd finds it dead at its
+	// start and releases the container's network.
+	d.MustBerth("run", "-d", "--name", "shimdies", "-p", fmt.Sprintf("%d:80", freePort(t)), "busybox", "sleep", "60")
+	shimID := strings.TrimSpace(d.MustBerth("inspect", "-f", "{{.Id}}", "shimdies"))
+	shims := shimPids(d, shimID)
+	if len(shims) != 1 {
+		t.Fatalf("shims of shimdies: %v", shims)
+	}
+	d.Kill()
+	syscall.Kill(shims[0], syscall.SIGKILL)
+	d.Restart()
+	waitState(t, d, "shimdies", "exited", func(s inspectedState) bool { return s.Status == "exited" })
+	waitFor(t, "the network of the container whose shim died to go", func() bool {
+		now := countNetResources(t, d, bridge, prefix)
+		return now.leases == before.leases+1 && now.veths == before.veths+1 && now.netns == before.netns+1
+	})
+	d.MustBerth("rm", "shimdies")
+
 	// kill -9 again, then rm -f of the running one.
 	d.Kill()
 	d.Restart()
