@@ -233,6 +233,7 @@ func TestNetworkRunUserNetworks(t *testing.T) {
 	}
 	wantExit(t, d.Berth("network", "disconnect", "front", "cli"), 1, "not connected to network front")
 	wantExit(t, d.Berth("network", "connect", "host", "cli"), 1, "network mode")
+	wantExit(t, d.Berth("network", "connect", "nosuch", "cli"), 1, "network nosuch not found")
 
 	// A network in use cannot be removed.
 	wantExit(t, d.Berth("network", "rm", "front"), 1, "in use")

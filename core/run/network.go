@@ -246,10 +246,7 @@ func (m *Manager) resolveNetwork(ctx context.Context, ref string, n int) (string
 		net, err = m.defaultNetwork(ctx)
 	}
 	if err != nil {
-		if errdefs.IsNotFound(err) {
-			return "", fmt.Errorf("network %s not found: %w", ref, errdefs.ErrNotFound)
-		}
-		return "", err
+		return "", networkNotFound(ref, err)
 	}
 	return net.Name, nil
 }

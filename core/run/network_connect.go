@@ -109,7 +109,7 @@ func (m *Manager) Connect(ctx context.Context, ref, netRef string, aliases []str
 	}
 	n, err := m.o.Network.Network(ctx, netRef)
 	if err != nil {
-		return err
+		return networkNotFound(netRef, err)
 	}
 	e := m.entry(ns, r.ID)
 	e.mu.Lock()
@@ -168,7 +168,7 @@ func (m *Manager) Disconnect(ctx context.Context, ref, netRef string, force bool
 	if n, err := m.o.Network.Network(ctx, netRef); err == nil {
 		name = n.Name
 	} else if !errdefs.IsNotFound(err) || !force {
-		return err
+		return networkNotFound(netRef, err)
 	}
 	e := m.entry(ns, r.ID)
 	e.mu.Lock()
@@ -212,4 +212,12 @@ func (m *Manager) saveConfig(ctx context.Context, r *Record) error {
 	}
 	r.Container = updated
 	return nil
+}
+
+// networkNotFound words a lookup failure as docker does.
+func networkNotFound(ref string, err error) error {
+	if errdefs.IsNotFound(err) {
+		return fmt.Errorf("network %s not found: %w", ref, errdefs.ErrNotFound)
+	}
+	return err
 }
