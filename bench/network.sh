@@ -4,6 +4,8 @@
 #     published port, against one with --network none (medians of N
 #     starts each, the extra milliseconds and the ratio); each container
 #     is created beforehand and removed afterwards, outside the timing;
+#   - `berth run --rm busybox true` on the default network against
+#     --network none: the whole life, the network's teardown included;
 #   - 20 containers started at once on one user network (with its DNS),
 #     against 20 with --network none: wall time and time per container.
 # berthd gets its own CNI folder, bridge and subnet: nothing is written to
@@ -84,8 +86,22 @@ parallel_ms() {
 	echo "$ms"
 }
 
+# runrm_ms FLAGS...: median of N `berth run --rm busybox true`, start to
+# removal: the network's teardown at the exit included.
+runrm_ms() {
+	local i t
+	"${B[@]}" run --rm "$@" "$IMAGE" true >/dev/null
+	for i in $(seq "$N"); do
+		t=$(now_ns)
+		"${B[@]}" run --rm "$@" "$IMAGE" true >/dev/null
+		ms_since "$t"
+	done | sort -n | sed -n "$(((N + 1) / 2))p"
+}
+
 none=$(median_ms none --network none)
 net=$(median_ms port -p 80)
+rm_none=$(runrm_ms --network none)
+rm_net=$(runrm_ms)
 par_none=$(parallel_ms pnone --network none)
 par_net=$(parallel_ms pnet --network benchnet)
 
@@ -93,6 +109,10 @@ echo "berth start, median of $N (ms):"
 printf '  %-44s %8s\n' "--network none" "$none"
 printf '  %-44s %8s\n' "default network + 1 published port" "$net"
 printf '  %-44s %8s  (x%s)\n' "extra for the network" "$(echo "$net - $none" | bc)" "$(ratio "$net" "$none")"
+echo "berth run --rm busybox true, median of $N (ms), teardown included:"
+printf '  %-44s %8s\n' "--network none" "$rm_none"
+printf '  %-44s %8s\n' "default network" "$rm_net"
+printf '  %-44s %8s  (x%s)\n' "extra for the network" "$(echo "$rm_net - $rm_none" | bc)" "$(ratio "$rm_net" "$rm_none")"
 echo "$PAR containers started at once (ms):"
 printf '  %-44s %8s  (%s per container)\n' "--network none" "$par_none" "$(echo "scale=1; $par_none / $PAR" | bc)"
 printf '  %-44s %8s  (%s per container)\n' "user network benchnet" "$par_net" "$(echo "scale=1; $par_net / $PAR" | bc)"

@@ -9,6 +9,7 @@ import (
 	"path"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -262,9 +263,12 @@ func (m *Manager) releaseNetwork(ctx context.Context, ns, id string) {
 			return
 		}
 	}
+	start := time.Now()
 	if err := m.o.Network.RemoveSandbox(ctx, id); err != nil {
 		slog.Warn("release container network", "namespace", ns, "id", id, "error", err)
+		return
 	}
+	slog.Debug("released container network", "namespace", ns, "id", id, "took", time.Since(start))
 }
 
 // TaskGone is told that container id's task went away because its shim
