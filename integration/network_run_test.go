@@ -232,6 +232,15 @@ func TestNetworkRunUserNetworks(t *testing.T) {
 		t.Errorf("eth1 left after disconnect:\n%s", out)
 	}
 	wantExit(t, d.Berth("network", "disconnect", "front", "cli"), 1, "not connected to network front")
+	// Off its last network it keeps lo only, and can join one again.
+	d.MustBerth("network", "disconnect", "back", "cli")
+	if out := d.MustBerth("exec", "cli", "ip", "-o", "link"); strings.Count(out, "\n") != 1 {
+		t.Errorf("interfaces off every network:\n%s", out)
+	}
+	d.MustBerth("network", "connect", "front", "cli")
+	if out := d.MustBerth("exec", "cli", "wget", "-qO-", "http://srv:8080/"); out != testimages.IndexHTML {
+		t.Errorf("wget after connecting again: %q", out)
+	}
 	wantExit(t, d.Berth("network", "connect", "host", "cli"), 1, "network mode")
 	wantExit(t, d.Berth("network", "connect", "nosuch", "cli"), 1, "network nosuch not found")
 

@@ -189,12 +189,10 @@ func (m *Manager) Disconnect(ctx context.Context, ref, netRef string, force bool
 			return err
 		}
 	}
+	// Off every network, the container has a namespace with only lo
+	// until it is connected again.
 	o.Networks = slices.Delete(o.Networks, i, i+1)
 	delete(o.Network.Aliases, name)
-	if len(o.Networks) == 0 {
-		// Off every network: a namespace with only lo from now on.
-		o.Networks = []string{NetworkNone}
-	}
 	return m.saveConfig(ctx, &r)
 }
 

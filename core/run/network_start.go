@@ -276,8 +276,8 @@ func (m *Manager) releaseNetwork(ctx context.Context, ns, id string) {
 // at start). Unless the container runs again meanwhile, its network is
 // released at once; the monitor records the exit as usual.
 func (m *Manager) TaskGone(ns, id string) {
-	if m.o.Network == nil {
-		return
+	if m.o.Network == nil || m.ctx.Err() != nil {
+		return // no network, or berthd is stopping: the next start releases it
 	}
 	m.wg.Add(1)
 	go func() {
