@@ -103,15 +103,14 @@ func (l *logFile) report(err error) {
 }
 
 // rotate shifts path.N-1 ... path.1 up by one, dropping the oldest, moves the
-// live file to path.1 and starts an empty one. With one file allowed, the
-// live file is truncated instead.
+// live file to path.1 and starts an empty one. With one file allowed, an
+// empty file replaces the live one by rename rather than truncating it in
+// place: a reader following the log sees the path change files, which it
+// cannot miss, whereas a truncation followed at once by new output looks
+// like a file that only grew.
 func (l *logFile) rotate() error {
 	if l.maxFiles <= 1 {
-		if err := l.f.Truncate(0); err != nil {
-			return fmt.Errorf("truncate log file %s: %w", l.path, err)
-		}
-		l.size = 0
-		return nil
+		return l.replace()
 	}
 	for i := l.maxFiles - 1; i > 1; i-- {
 		older := l.path + "." + strconv.Itoa(i)
@@ -126,6 +125,24 @@ func (l *logFile) rotate() error {
 	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_TRUNC, 0o640)
 	if err != nil {
 		return fmt.Errorf("reopen log file %s: %w", l.path, err)
+	}
+	l.f.Close()
+	l.f = f
+	l.size = 0
+	return nil
+}
+
+// replace swaps the live file for an empty one atomically.
+func (l *logFile) replace() error {
+	tmp := l.path + ".new"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err != nil {
+		return fmt.Errorf("replace log file %s: %w", l.path, err)
+	}
+	if err := os.Rename(tmp, l.path); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("replace log file %s: %w", l.path, err)
 	}
 	l.f.Close()
 	l.f = f
