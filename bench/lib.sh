@@ -26,10 +26,20 @@ rss_kb() { ps -o rss= -p "$1" | tr -d ' '; }
 ratio() { echo "scale=2; $1 / $2" | bc; }
 
 # start_berthd DIR: start berthd with its folders under DIR; sets BERTHD_PID.
+# Its CNI folder is under DIR too and it has no default network, so nothing
+# is written to /etc, no bridge is made on the host, and containers run
+# without a network as `ctr run` ones do (bench/network.sh measures the
+# network itself).
 start_berthd() {
 	local d=$1
 	mkdir -p "$d"
-	"$BIN/berthd" --config /dev/null --root "$d/root" --state "$d/state" --address "$d/b.sock" >"$d/log" 2>&1 &
+	cat >"$d/config.toml" <<EOT
+version = 1
+[plugins."io.berth.network.v1.cni"]
+conf_dir = "$d/cni"
+default_network = ""
+EOT
+	"$BIN/berthd" --config "$d/config.toml" --root "$d/root" --state "$d/state" --address "$d/b.sock" >"$d/log" 2>&1 &
 	BERTHD_PID=$!
 	BENCH_PIDS+=("$BERTHD_PID")
 }

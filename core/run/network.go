@@ -195,6 +195,12 @@ func (m *Manager) resolveNetworks(ctx context.Context, o *Options) error {
 		if m.o.Network == nil {
 			return nil // no network plugin: the container gets a bare namespace
 		}
+		// With no default network configured (default_network = ""),
+		// a container that names none gets none, not an error.
+		if _, err := m.defaultNetwork(ctx); errdefs.IsNotFound(err) {
+			o.Networks = []string{NetworkNone}
+			return nil
+		}
 		nets = []string{""}
 	}
 	out := make([]string, 0, len(nets))
