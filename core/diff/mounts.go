@@ -19,27 +19,11 @@ type overlaySpec struct {
 // including overlays with options it cannot vouch for (a mount subpath,
 // data-only lower layers).
 func parseOverlay(mounts []mount.Mount) (spec overlaySpec, ok bool) {
-	if len(mounts) != 1 || mounts[0].Type != "overlay" || mounts[0].Target != "" {
+	if len(mounts) != 1 || mounts[0].Target != "" {
 		return overlaySpec{}, false
 	}
-	for _, o := range mounts[0].Options {
-		key, value, _ := strings.Cut(o, "=")
-		switch key {
-		case "upperdir":
-			spec.upper = unescape(value)
-		case "lowerdir":
-			spec.lower = spec.lower[:0]
-			for _, dir := range splitEscaped(value, ':') {
-				if dir == "" {
-					return overlaySpec{}, false
-				}
-				spec.lower = append(spec.lower, unescape(dir))
-			}
-		case "lowerdir+", "datadir+":
-			return overlaySpec{}, false
-		}
-	}
-	return spec, len(spec.lower) > 0
+	upper, lower, ok := mount.OverlayDirs(mounts[0])
+	return overlaySpec{upper: upper, lower: lower}, ok
 }
 
 // bindSource returns the directory of a single bind mount, which can be used
@@ -127,36 +111,4 @@ func readOnlyOverlay(options []string) []string {
 		}
 	}
 	return append(out, "ro")
-}
-
-// splitEscaped splits s at sep, skipping backslash-escaped characters, as
-// overlayfs parses lowerdir.
-func splitEscaped(s string, sep byte) []string {
-	var parts []string
-	start := 0
-	for i := 0; i < len(s); i++ {
-		switch s[i] {
-		case '\\':
-			i++
-		case sep:
-			parts = append(parts, s[start:i])
-			start = i + 1
-		}
-	}
-	return append(parts, s[start:])
-}
-
-// unescape drops the backslash of each escape.
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+1 < len(s) {
-			i++
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

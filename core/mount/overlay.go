@@ -409,3 +409,27 @@ func escape(s string) string {
 	}
 	return b.String()
 }
+
+// OverlayDirs returns the upper directory ("" for a read-only overlay) and
+// the lower directories, nearest first, of an overlay mount, unescaped. ok
+// is false for other mounts and for overlays it cannot describe that way:
+// lower layers given one at a time (lowerdir+, datadir+) or an empty
+// lowerdir entry.
+func OverlayDirs(m Mount) (upper string, lower []string, ok bool) {
+	if m.Type != "overlay" {
+		return "", nil, false
+	}
+	d, err := parseOverlayData(strings.Join(m.Options, ","))
+	if err != nil {
+		return "", nil, false
+	}
+	for _, o := range d.options {
+		switch o.key {
+		case "upperdir":
+			upper = o.value
+		case "lowerdir+", "datadir+":
+			return "", nil, false
+		}
+	}
+	return upper, d.lower, true
+}
