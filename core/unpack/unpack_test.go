@@ -406,7 +406,7 @@ func TestHookOtherPlatform(t *testing.T) {
 	e := newRawEnv(t, "native")
 	mp, err := testimages.MultiPlatform()
 	if err != nil {
-		t.Skip(err)
+		t.Fatalf("build the multi-platform test image (needs busybox-static): %v", err)
 	}
 	e.ingest(mp)
 	var idx ocispec.Index
