@@ -1,143 +1,43 @@
 package testimages
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
-	"github.com/moby/sys/mountinfo"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"golang.org/x/sys/unix"
+
+	ctrd "github.com/berthd/berth/internal/testutil/containerd"
 )
 
 // containerd is a private containerd 1.6 daemon, the reference consumer
 // the images are checked against.
-type containerd struct {
-	dir  string
-	sock string
-	ctr  string
-	cmd  *exec.Cmd
-}
+type containerd struct{ *ctrd.Daemon }
 
 const ctrNamespace = "testimages"
 
 func startContainerd(t *testing.T) *containerd {
-	t.Helper()
-	needRoot(t)
-	daemon := needBinary(t, "containerd")
-	c := &containerd{ctr: needBinary(t, "ctr")}
-	needBinary(t, "containerd-shim-runc-v2")
-	needBinary(t, "runc")
-	dir, err := os.MkdirTemp("", "b-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.dir, c.sock = dir, filepath.Join(dir, "c.sock")
-	t.Cleanup(func() { c.stop(t) })
-	// Plugins that would write outside dir (opt installs into /opt) or
-	// are irrelevant here stay off.
-	config := fmt.Sprintf(`version = 2
-root = %q
-state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.devmapper"]
-[grpc]
-  address = %q
-[ttrpc]
-  address = %q
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.sock, c.sock+".ttrpc")
-	cfgPath := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(cfgPath, []byte(config), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	logFile, err := os.Create(filepath.Join(dir, "containerd.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logFile.Close()
-	c.cmd = exec.Command(daemon, "--config", cfgPath)
-	c.cmd.Stdout, c.cmd.Stderr = logFile, logFile
-	if err := c.cmd.Start(); err != nil {
-		t.Fatalf("start containerd: %v", err)
-	}
-	// Readiness, not timing: poll until the API answers or the daemon dies.
-	for i := 0; ; i++ {
-		if _, err := c.run("version"); err == nil {
-			return c
-		}
-		if i == 300 {
-			c.log(t)
-			t.Fatal("containerd did not come up")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return &containerd{ctrd.Start(t, ctrNamespace)}
 }
 
-func (c *containerd) log(t *testing.T) {
-	data, _ := os.ReadFile(filepath.Join(c.dir, "containerd.log"))
-	t.Logf("containerd log:\n%s", data)
-}
-
-func (c *containerd) run(args ...string) (string, error) {
-	cmd := exec.Command(c.ctr, append([]string{"--address", c.sock, "--namespace", ctrNamespace}, args...)...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	if err != nil {
-		return out.String(), fmt.Errorf("ctr %s: %w\n%s", strings.Join(args, " "), err, out.String())
-	}
-	return out.String(), nil
-}
-
+// must runs ctr and fails t if it fails.
 func (c *containerd) must(t *testing.T, args ...string) string {
 	t.Helper()
-	out, err := c.run(args...)
+	out, err := c.Run(args...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return out
 }
 
-// stop ends the daemon and removes everything it made.
-func (c *containerd) stop(t *testing.T) {
-	if c.cmd != nil && c.cmd.Process != nil {
-		_ = c.cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = c.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			_ = c.cmd.Process.Kill()
-			<-done
-		}
-	}
-	mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(c.dir))
-	if err != nil {
-		t.Errorf("list mounts: %v", err)
-	}
-	sort.Slice(mounts, func(i, j int) bool { return len(mounts[i].Mountpoint) > len(mounts[j].Mountpoint) })
-	for _, m := range mounts {
-		if err := unix.Unmount(m.Mountpoint, unix.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", m.Mountpoint, err)
-		}
-	}
-	if err := os.RemoveAll(c.dir); err != nil {
-		t.Errorf("remove %s: %v", c.dir, err)
-	}
-}
-
 // save writes an archive into the daemon's directory.
 func (c *containerd) save(t *testing.T, name string, write func(io.Writer) error) string {
 	t.Helper()
-	p := filepath.Join(c.dir, name)
+	p := filepath.Join(c.Dir, name)
 	if err := SaveFile(p, write); err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +47,7 @@ func (c *containerd) save(t *testing.T, name string, write func(io.Writer) error
 // checkMounted mounts ref's unpacked snapshot and checks it against want.
 func (c *containerd) checkMounted(t *testing.T, ref string, want Expectation) {
 	t.Helper()
-	target, err := os.MkdirTemp(c.dir, "mnt-")
+	target, err := os.MkdirTemp(c.Dir, "mnt-")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +61,7 @@ func (c *containerd) checkMounted(t *testing.T, ref string, want Expectation) {
 // runImage runs ref's default command (or args) and returns its output.
 func (c *containerd) runImage(t *testing.T, ref, id string, args ...string) string {
 	t.Helper()
-	return c.must(t, append([]string{"run", "--rm", "--runc-root", filepath.Join(c.dir, "runc"), "--fifo-dir", filepath.Join(c.dir, "fifo"), ref, id}, args...)...)
+	return c.must(t, append([]string{"run", "--rm", "--runc-root", filepath.Join(c.Dir, "runc"), "--fifo-dir", filepath.Join(c.Dir, "fifo"), ref, id}, args...)...)
 }
 
 func (c *containerd) imageNames(t *testing.T) []string {
@@ -302,7 +202,7 @@ func TestContainerdImport(t *testing.T) {
 	})
 
 	t.Run("bench layout archive", func(t *testing.T) {
-		layout := filepath.Join(c.dir, "bench")
+		layout := filepath.Join(c.Dir, "bench")
 		spec := BenchSpec{Layers: 3, Size: 8 << 20, Busybox: true}
 		if _, err := GenerateBench(layout, spec); err != nil {
 			t.Fatal(err)
@@ -316,7 +216,7 @@ func TestContainerdImport(t *testing.T) {
 	})
 
 	if t.Failed() {
-		c.log(t)
+		c.Log()
 	}
 }
 
