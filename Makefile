@@ -8,7 +8,7 @@ BIN := $(CURDIR)/bin
 TOOLS := $(BIN)/tools
 export PATH := $(TOOLS):$(PATH)
 
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo v0.1.0-dev)
+VERSION ?= v0.1.0-dev+$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS := -s -w -X github.com/berthd/berth/internal/version.Version=$(VERSION) -X github.com/berthd/berth/internal/version.Revision=$(REVISION)
 
@@ -99,7 +99,7 @@ bench: deps-test binaries
 # standard paths. Ctrl-C stops it cleanly.
 run: deps binaries
 	@test "$$(id -u)" = 0 || { echo "berthd runs as root: sudo make run"; exit 1; }
-	$(BIN)/berthd --config /etc/berth/config.toml
+	$(BIN)/berthd
 
 install: binaries
 	install -d $(DESTDIR)$(PREFIX)/bin

@@ -75,6 +75,9 @@ type ManagerOptions struct {
 	// Volumes keeps the volumes containers mount; nil refuses containers
 	// with volumes (binds and tmpfs mounts need no store).
 	Volumes *volumes.Store
+	// Namespaces lists every namespace, for reports over all of them
+	// (disk usage); nil limits them to the caller's.
+	Namespaces func(ctx context.Context) ([]string, error)
 }
 
 // Manager keeps containers.

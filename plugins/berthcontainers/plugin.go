@@ -162,6 +162,7 @@ func initManager(ic *plugins.InitContext) (any, error) {
 		StopTimeout:    time.Duration(cfg.StopTimeout),
 		Network:        networkManager(ic),
 		Volumes:        store,
+		Namespaces:     db.Namespaces().List,
 	})
 	wireVolumes(ic, db, store, m)
 	if rt, err := ic.GetByID(plugins.RuntimePluginV2, "task"); err == nil {

@@ -145,6 +145,11 @@ func (s *Service) addCounts(ctx context.Context, resp *api.InfoResponse) error {
 	slices.Sort(names)
 	for _, ns := range names {
 		c := per[ns]
+		// A container whose task was deleted (it exited and nothing
+		// restarted it) is stopped too, as docker info counts it.
+		if rest := c.Containers - c.Running - c.Paused; rest > c.Stopped {
+			c.Stopped = rest
+		}
 		resp.PerNamespace = append(resp.PerNamespace, c)
 		resp.Namespaces++
 		resp.Images += c.Images
