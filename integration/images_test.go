@@ -307,7 +307,10 @@ func TestContentWriteStreamErrors(t *testing.T) {
 	require.Root(t)
 	d := daemon.Start(t)
 	client := contentapi.NewContentClient(d.Conn())
-	ctx := nsContext("default")
+	// A committed blob with neither lease nor reference may be collected by
+	// any GC pass (the failed commits below schedule one), so hold a lease.
+	d.MustBerth("leases", "create", "--id", "write-errors")
+	ctx := metadata.AppendToOutgoingContext(nsContext("default"), "containerd-lease", "write-errors")
 	data := []byte("hello berth content")
 	dg := digest.FromBytes(data)
 
