@@ -33,11 +33,32 @@ func main() {
 	runtime := flag.String("runtime", "io.berth.runc.v2", "runtime name")
 	image := flag.String("image", "docker.io/library/busybox:latest", "image, unpacked")
 	quiet := flag.Bool("q", false, "print only the median")
+	flag.BoolVar(&showSteps, "steps", false, "also print the median time of each step")
 	flag.Parse()
 	if err := run(*address, *image, *runtime, *n, *quiet); err != nil {
 		fmt.Fprintln(os.Stderr, "runlat:", err)
 		os.Exit(1)
 	}
+}
+
+// showSteps makes runOnce record how long each step takes, so the median
+// of each can be printed: where the time of one run goes.
+var (
+	showSteps bool
+	steps     = map[string][]float64{}
+	stepOrder []string
+)
+
+// step records the time since *t under name and resets *t.
+func step(name string, t *time.Time) {
+	if !showSteps {
+		return
+	}
+	if _, ok := steps[name]; !ok {
+		stepOrder = append(stepOrder, name)
+	}
+	steps[name] = append(steps[name], float64(time.Since(*t).Microseconds())/1000)
+	*t = time.Now()
 }
 
 type client struct {
@@ -93,13 +114,21 @@ func run(address, image, runtime string, n int, quiet bool) error {
 			fmt.Printf("%.1f\n", ms)
 		}
 	}
-	sort.Float64s(lat)
-	fmt.Printf("median %.1f ms\n", lat[len(lat)/2])
+	for _, name := range stepOrder {
+		fmt.Printf("  %-18s %6.1f ms\n", name, median(steps[name]))
+	}
+	fmt.Printf("median %.1f ms\n", median(lat))
 	return nil
+}
+
+func median(v []float64) float64 {
+	sort.Float64s(v)
+	return v[len(v)/2]
 }
 
 // runOnce is one `run --rm IMAGE true`.
 func (c *client) runOnce(ctx context.Context, id string) (uint32, error) {
+	t := time.Now()
 	spec, err := oci.Generate(ctx, "default", id, (&oci.RunConfig{Image: c.config, Overrides: oci.ImageOverrides{Args: []string{"true"}}}).SpecOpts(id)...)
 	if err != nil {
 		return 0, err
@@ -108,6 +137,7 @@ func (c *client) runOnce(ctx context.Context, id string) (uint32, error) {
 	if err != nil {
 		return 0, err
 	}
+	step("spec", &t)
 	_, err = c.containers.Create(ctx, &containersapi.CreateContainerRequest{Container: &containersapi.Container{
 		ID: id, Image: c.image, Runtime: &containersapi.Container_Runtime{Name: c.runtime},
 		Spec:        &anypb.Any{TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/Spec", Value: data},
@@ -116,15 +146,18 @@ func (c *client) runOnce(ctx context.Context, id string) (uint32, error) {
 	if err != nil {
 		return 0, err
 	}
+	step("container create", &t)
 	// The container record comes first: it keeps the snapshot from
 	// garbage collection (no lease needed).
 	prep, err := c.snapshots.Prepare(ctx, &snapshotsapi.PrepareSnapshotRequest{Snapshotter: c.sn, Key: id, Parent: c.chainID})
 	if err != nil {
 		return 0, err
 	}
+	step("snapshot prepare", &t)
 	if _, err := c.tasks.Create(ctx, &tasksapi.CreateTaskRequest{ContainerID: id, Rootfs: prep.Mounts}); err != nil {
 		return 0, err
 	}
+	step("task create", &t)
 	waited := make(chan *tasksapi.WaitResponse, 1)
 	waitErr := make(chan error, 1)
 	go func() {
@@ -138,6 +171,7 @@ func (c *client) runOnce(ctx context.Context, id string) (uint32, error) {
 	if _, err := c.tasks.Start(ctx, &tasksapi.StartRequest{ContainerID: id}); err != nil {
 		return 0, err
 	}
+	step("task start", &t)
 	var code uint32
 	select {
 	case w := <-waited:
@@ -145,12 +179,16 @@ func (c *client) runOnce(ctx context.Context, id string) (uint32, error) {
 	case err := <-waitErr:
 		return 0, err
 	}
+	step("wait", &t)
 	if _, err := c.tasks.Delete(ctx, &tasksapi.DeleteTaskRequest{ContainerID: id}); err != nil {
 		return 0, err
 	}
+	step("task delete", &t)
 	if _, err := c.containers.Delete(ctx, &containersapi.DeleteContainerRequest{ID: id}); err != nil {
 		return 0, err
 	}
+	step("container delete", &t)
 	_, err = c.snapshots.Remove(ctx, &snapshotsapi.RemoveSnapshotRequest{Snapshotter: c.sn, Key: id})
+	step("snapshot remove", &t)
 	return code, err
 }
