@@ -39,7 +39,7 @@ version = 1
 conf_dir = "$d/cni"
 default_network = ""
 EOT
-	"$BIN/berthd" --config "$d/config.toml" --root "$d/root" --state "$d/state" --address "$d/b.sock" >"$d/log" 2>&1 &
+	"$BIN/berthd" ${BERTHD_FLAGS:-} --config "$d/config.toml" --root "$d/root" --state "$d/state" --address "$d/b.sock" >"$d/log" 2>&1 &
 	BERTHD_PID=$!
 	BENCH_PIDS+=("$BERTHD_PID")
 }

@@ -127,9 +127,18 @@ func hasFlag(args []string, flag, value string) bool {
 // bundles lists the bundle folders left in d's state.
 func bundles(t *testing.T, d *daemon.Daemon) []string {
 	t.Helper()
-	matches, err := filepath.Glob(filepath.Join(d.State, "io.containerd.runtime.v2.task", "*", "*"))
-	if err != nil {
-		t.Fatal(err)
+	// A deleted task's bundle goes in the background once its shim has
+	// exited, moments after the delete answered.
+	var matches []string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		var err error
+		matches, err = filepath.Glob(filepath.Join(d.State, "io.containerd.runtime.v2.task", "*", "*"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(matches) == 0 {
+			break
+		}
 	}
 	return matches
 }

@@ -137,6 +137,7 @@ func serveTasks(f *flags, ready *os.File) error {
 			slog.Error("ttrpc server stopped", "error", err)
 		}
 	}
+	svc.WaitDeletes()
 	return shutdown(server, pub, l)
 }
 

@@ -476,6 +476,11 @@ func (m *Manager) Delete(ctx context.Context, id string) (Exit, error) {
 	// can go back now, while the shim shuts down and the bundle goes.
 	m.startTeardown(t, func() {
 		m.stopShim(context.WithoutCancel(ctx), t)
+		// The shim may still be finishing the runtime's delete, which
+		// logs into the bundle: the bundle goes once the shim is gone.
+		if t.shimPid > 0 {
+			waitPidExit(t.shimPid, shimExitTimeout)
+		}
 		if err := t.bundle.remove(); err != nil {
 			slog.Warn("remove bundle", "namespace", t.namespace, "id", t.id, "error", err)
 		}

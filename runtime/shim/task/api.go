@@ -84,9 +84,15 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 	defer s.lifecycle.Unlock()
 	s.mu.Lock()
 	_, exists := s.containers[r.ID]
+	pending := s.deleting[r.ID]
 	s.mu.Unlock()
 	if exists {
 		return nil, fmt.Errorf("container %q: %w", r.ID, errdefs.ErrAlreadyExists)
+	}
+	if pending != nil {
+		// The runtime still holds the state of the last container of this
+		// id; its delete is moments from done.
+		<-pending
 	}
 	if err := WriteOptions(r.Bundle, opts); err != nil {
 		return nil, err
@@ -99,6 +105,7 @@ func (s *Service) Create(ctx context.Context, r *taskapi.CreateTaskRequest) (_ *
 		killAll: !privatePidNamespace(spec),
 		execs:   map[string]*process{},
 	}
+	c.syncDelete = c.killAll || hasPoststopHooks(spec)
 	c.init = newProcess(c, "", stdio.Config{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal})
 	if len(r.Rootfs) > 0 {
 		if err := c.mountRootfs(r.Rootfs); err != nil {
@@ -320,8 +327,14 @@ func (s *Service) deleteInit(ctx context.Context, c *container, p *process) erro
 	}
 	rctx := context.WithoutCancel(ctx)
 	neverStarted := p.state == created && !p.reaped
-	if err := c.rt.Delete(rctx, c.id, true); err != nil && !errdefs.IsNotFound(err) {
-		return err
+	// A stopped container in a pid namespace of its own has no process
+	// left and no hook to run: what the runtime's delete removes (its
+	// state, the cgroup) concerns nobody else, so it runs after the answer.
+	async := p.state == stopped && p.reaped && !c.syncDelete
+	if !async {
+		if err := c.rt.Delete(rctx, c.id, true); err != nil && !errdefs.IsNotFound(err) {
+			return err
+		}
 	}
 	s.mu.Lock()
 	if neverStarted {
@@ -346,6 +359,9 @@ func (s *Service) deleteInit(ctx context.Context, c *container, p *process) erro
 	s.mu.Lock()
 	p.state = deleted
 	delete(s.containers, c.id)
+	if async {
+		s.deleteLater(c)
+	}
 	s.mu.Unlock()
 	s.publish(TopicDelete, &events.TaskDelete{
 		ContainerID: c.id,
@@ -355,6 +371,31 @@ func (s *Service) deleteInit(ctx context.Context, c *container, p *process) erro
 	})
 	logger(p).Info("deleted", "status", p.status)
 	return nil
+}
+
+// deleteLater runs the runtime's delete of c in the background; s.mu is
+// held. A failure is logged: the container is stopped and its task gone,
+// and the shim's delete command removes what is left if the shim dies.
+func (s *Service) deleteLater(c *container) {
+	done := make(chan struct{})
+	s.deleting[c.id] = done
+	s.deletes.Add(1)
+	go func() {
+		defer s.deletes.Done()
+		if err := c.rt.Delete(context.Background(), c.id, true); err != nil && !errdefs.IsNotFound(err) {
+			logger(c.init).Error("runtime delete", "error", err)
+		}
+		s.mu.Lock()
+		delete(s.deleting, c.id)
+		s.mu.Unlock()
+		close(done)
+	}()
+}
+
+// WaitDeletes waits for the runtime deletes still running: the runtime's
+// state must be gone before the shim is.
+func (s *Service) WaitDeletes() {
+	s.deletes.Wait()
 }
 
 // untrack forgets p's pid, so a late exit is not attributed to it.
@@ -648,7 +689,12 @@ func (s *Service) Shutdown(ctx context.Context, r *taskapi.ShutdownRequest) (*em
 	n := len(s.containers)
 	s.mu.Unlock()
 	if n == 0 && s.cfg.Shutdown != nil {
-		s.shutdown.Do(func() { go s.cfg.Shutdown() })
+		s.shutdown.Do(func() {
+			go func() {
+				s.WaitDeletes()
+				s.cfg.Shutdown()
+			}()
+		})
 	}
 	return empty, nil
 }

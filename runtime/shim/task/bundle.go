@@ -105,6 +105,9 @@ func NewRuntime(opts *options.Options, defaultRoot, namespace, bundle string, r 
 // bundleSpec is the part of the bundle's config.json the shim reads; a
 // small type keeps encoding/json's per-type caches small.
 type bundleSpec struct {
+	Hooks *struct {
+		Poststop []json.RawMessage `json:"poststop"`
+	} `json:"hooks"`
 	Linux *struct {
 		Namespaces []struct {
 			Type string `json:"type"`
@@ -138,6 +141,12 @@ func privatePidNamespace(s *bundleSpec) bool {
 		}
 	}
 	return false
+}
+
+// hasPoststopHooks reports whether the runtime's delete runs hooks of the
+// user's: then the delete must finish before the task is reported deleted.
+func hasPoststopHooks(s *bundleSpec) bool {
+	return s.Hooks != nil && len(s.Hooks.Poststop) > 0
 }
 
 // validExecID rejects exec ids that cannot name a pid file in the bundle.

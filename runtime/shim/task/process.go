@@ -48,7 +48,11 @@ type container struct {
 	// killAll is set when the container shares a pid namespace, so the rest
 	// of its processes must be killed when init exits.
 	killAll bool
-	init    *process
+	// syncDelete is set when the runtime's delete must run before Delete
+	// answers (poststop hooks, processes left to kill); otherwise it runs
+	// after the answer, off the latency of `run --rm`.
+	syncDelete bool
+	init       *process
 	execs   map[string]*process
 	cg      cgroup.Cgroup
 	stopOOM context.CancelFunc

@@ -66,6 +66,12 @@ type Service struct {
 	containers map[string]*container
 	byPid      map[int][]*process
 	shutdown   sync.Once
+
+	// deleting holds, by container id, the runtime deletes still running
+	// after their Delete answered; a new container of that id and the
+	// shim's exit wait for them.
+	deleting map[string]chan struct{}
+	deletes  sync.WaitGroup
 }
 
 // New returns a service and starts handling the reaper's exits until ctx
@@ -76,6 +82,7 @@ func New(ctx context.Context, cfg Config) *Service {
 		ctx:        ctx,
 		containers: map[string]*container{},
 		byPid:      map[int][]*process{},
+		deleting:   map[string]chan struct{}{},
 	}
 	go s.handleExits()
 	return s
