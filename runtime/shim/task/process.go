@@ -53,9 +53,9 @@ type container struct {
 	// after the answer, off the latency of `run --rm`.
 	syncDelete bool
 	init       *process
-	execs   map[string]*process
-	cg      cgroup.Cgroup
-	stopOOM context.CancelFunc
+	execs      map[string]*process
+	cg         cgroup.Cgroup
+	stopOOM    context.CancelFunc
 
 	// runningExecs counts execs started whose exit is not yet published;
 	// init's exit is published only after theirs.
