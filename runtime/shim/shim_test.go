@@ -79,6 +79,11 @@ func TestLifecycleExitCodeReportedOnce(t *testing.T) {
 		t.Fatalf("still mounted after delete: %v", m)
 	}
 	c.shutdown()
+	// The runtime's delete ran after Delete answered, but before the shim
+	// exited.
+	if _, err := os.Stat(filepath.Join(c.opts.Root, h.ns, c.id)); !os.IsNotExist(err) {
+		t.Fatalf("runtime state left after the shim exited: %v", err)
+	}
 	// The shim flushed its queue before exiting: every event is in.
 	evs := h.events.eventsFor(t, c.id)
 	wantTopics(t, evs, shimTopics("create", "start", "exit", "delete")...)
@@ -88,6 +93,33 @@ func TestLifecycleExitCodeReportedOnce(t *testing.T) {
 	if _, err := os.Stat(strings.TrimPrefix(c.shim.address, "unix://")); !os.IsNotExist(err) {
 		t.Fatalf("socket left after shutdown: %v", err)
 	}
+}
+
+// TestRecreateAfterDelete creates a container of the same id in the same
+// shim right after deleting it: the create waits for the runtime's delete,
+// which runs after Delete answered.
+func TestRecreateAfterDelete(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "runc")
+	c := h.newContainer("again", []string{"true"}, nil)
+	// A runtime whose delete is slow: without the wait, the next create
+	// would find the old container still there.
+	slow := filepath.Join(h.dir, "slow-runc")
+	script := "#!/bin/sh\nfor a; do [ \"$a\" = delete ] && sleep 0.3; done\nexec runc \"$@\"\n"
+	if err := os.WriteFile(slow, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c.opts.BinaryName = slow
+	c.startShim()
+	for i := 0; i < 3; i++ {
+		c.create("", "", "", false)
+		c.start("")
+		if status := c.wait(""); status != 0 {
+			t.Fatalf("run %d: exit status %d", i, status)
+		}
+		c.delete("")
+	}
+	c.shutdown()
 }
 
 func shimTopics(names ...string) []string {
