@@ -89,6 +89,9 @@ func checkNoShims(t *testing.T, d *daemon.Daemon) {
 	}
 }
 
+// spareID asks shimPids for the spare shims.
+const spareID = "<spare>"
+
 // shimPids finds the long-lived shims of d (of container id, or all):
 // processes whose arguments name d's address and, when given, the id.
 func shimPids(d *daemon.Daemon, id string) []int {
@@ -107,7 +110,11 @@ func shimPids(d *daemon.Daemon, id string) []int {
 		if !strings.Contains(filepath.Base(args[0]), "shim-runc-v2") || slices.Contains(args, "start") || slices.Contains(args, "delete") {
 			continue
 		}
-		if !slices.Contains(args, d.Address) || (id != "" && !hasFlag(args, "-id", id)) {
+		// A spare serves no container yet (see TestSpareShim).
+		if slices.Contains(args, "spare") != (id == spareID) {
+			continue
+		}
+		if !slices.Contains(args, d.Address) || (id != "" && id != spareID && !hasFlag(args, "-id", id)) {
 			continue
 		}
 		out = append(out, pid)
@@ -840,4 +847,58 @@ func TestBerthdPublish(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "topic") {
 		t.Errorf("bad topic accepted: %v %s", err, out)
 	}
+}
+
+// TestSpareShim checks the shim berthd keeps started ahead of need: a
+// task's shim is the spare it adopted (showing the task's flags, as a
+// shim started for it would), a new spare replaces it, and spares end
+// with berthd, also when it is killed. With spare_shim = false there is
+// none and tasks still run.
+func TestSpareShim(t *testing.T) {
+	t.Parallel()
+	d := runtimeDaemon(t)
+	spare := waitSpares(t, d, 1)[0]
+	d.MustBerth("containers", "create", "busybox", "sp", "sleep", "60")
+	d.MustBerth("tasks", "start", "-d", "sp")
+	if got := shimPids(d, "sp"); len(got) != 1 || got[0] != spare {
+		t.Errorf("shim of sp: %v, want the spare %d", got, spare)
+	}
+	next := waitSpares(t, d, 1)[0]
+	if next == spare {
+		t.Errorf("the adopted spare %d is still counted as a spare", spare)
+	}
+	d.MustBerth("tasks", "kill", "--signal", "KILL", "sp")
+	for deadline := time.Now().Add(10 * time.Second); d.Berth("tasks", "rm", "sp").ExitCode != 0 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	d.MustBerth("containers", "rm", "sp")
+
+	d.Stop()
+	waitSpares(t, d, 0)
+	d.Restart()
+	waitSpares(t, d, 1)
+	d.Kill()
+	waitSpares(t, d, 0)
+
+	off := runtimeDaemon(t, daemon.WithConfig("[plugins.\"io.containerd.runtime.v2.task\"]\nspare_shim = false"))
+	off.MustBerth("containers", "create", "busybox", "nospare", "true")
+	if r := off.Berth("tasks", "start", "--rm", "nospare"); r.ExitCode != 0 {
+		t.Errorf("task without spares: exit %d: %s", r.ExitCode, r.Stderr)
+	}
+	if got := shimPids(off, spareID); len(got) != 0 {
+		t.Errorf("spares with spare_shim = false: %v", got)
+	}
+}
+
+// waitSpares waits until d has n spare shims and returns them.
+func waitSpares(t *testing.T, d *daemon.Daemon, n int) []int {
+	t.Helper()
+	var got []int
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if got = shimPids(d, spareID); len(got) == n {
+			return got
+		}
+	}
+	t.Fatalf("spare shims: %v, want %d", got, n)
+	return nil
 }

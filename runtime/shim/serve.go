@@ -63,7 +63,10 @@ func serve(f *flags) error {
 	closeLog := setupLog(f)
 	defer closeLog()
 	ready := inherited(readyFD, "ready", unix.S_IFIFO)
-	err := serveTasks(f, ready)
+	l, err := inheritedListener()
+	if err == nil {
+		err = serveTasks(f, l, ready)
+	}
 	if err != nil && ready != nil {
 		// start is still waiting; tell it why the shim could not serve.
 		ready.WriteString(err.Error())
@@ -72,16 +75,23 @@ func serve(f *flags) error {
 	return err
 }
 
-func serveTasks(f *flags, ready *os.File) error {
+// inheritedListener is the socket start made, on fd 3.
+func inheritedListener() (net.Listener, error) {
 	lf := inherited(listenerFD, "listener", unix.S_IFSOCK)
 	if lf == nil {
-		return errors.New("no listener on fd 3: the shim is started by its start command")
+		return nil, errors.New("no listener on fd 3: the shim is started by its start command")
 	}
 	l, err := net.FileListener(lf)
 	lf.Close()
 	if err != nil {
-		return fmt.Errorf("listener on fd 3: %w", err)
+		return nil, fmt.Errorf("listener on fd 3: %w", err)
 	}
+	return l, nil
+}
+
+// serveTasks serves the task API on l until the shim is told to stop;
+// ready, when set, is told once it serves.
+func serveTasks(f *flags, l net.Listener, ready *os.File) error {
 	defer l.Close()
 
 	ctx, cancel := context.WithCancel(context.Background())

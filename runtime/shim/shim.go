@@ -13,7 +13,8 @@
 // the bundle and prints the address. delete cleans up after a shim that is
 // gone and prints a protobuf DeleteResponse. Without an action the binary is
 // the long-lived shim itself, serving containerd.task.v2.Task over ttrpc on
-// the listener inherited as fd 3.
+// the listener inherited as fd 3. With the action spare, berthd starts it
+// before it knows the container (see package spare).
 package shim
 
 import (
@@ -22,6 +23,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+
+	"github.com/berthd/berth/runtime/shim/spare"
 )
 
 // Environment the daemon sets, as containerd does.
@@ -81,6 +84,14 @@ func Run(args []string) int {
 	}
 	if f.version {
 		fmt.Printf("berth-shim-runc-v2 %s\n", Version)
+		return 0
+	}
+	if f.action == spare.Action {
+		// The namespace, id and bundle come later, on the control socket.
+		if err := serveSpare(f); err != nil {
+			fmt.Fprintf(os.Stderr, "berth-shim-runc-v2: spare: %v\n", err)
+			return 1
+		}
 		return 0
 	}
 	if f.namespace == "" || f.id == "" {

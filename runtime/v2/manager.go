@@ -68,6 +68,10 @@ type Options struct {
 	Events events.Publisher
 	// ShimDebug starts shims with -debug.
 	ShimDebug bool
+	// SpareRuntime, when set, names a runtime whose shim is berth's own:
+	// one spare shim of it is kept started ahead of need, so creating a
+	// task of it runs no shim start command.
+	SpareRuntime string
 }
 
 // DeleteHook is told when a task goes away: deleted by a client, or its
@@ -100,6 +104,7 @@ type Manager struct {
 	hooks     []DeleteHook
 	died      []TaskDeleted // found dead at start, replayed to late hooks
 	closing   bool
+	spares    *spares
 }
 
 func key(ns, id string) string { return ns + "/" + id }
@@ -123,6 +128,13 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 	m := &Manager{opts: opts, self: self, tasks: map[string]*Task{}, exiting: map[string]*teardown{}}
 	if err := m.load(ctx); err != nil {
 		return nil, err
+	}
+	if opts.SpareRuntime != "" {
+		// Without the binary, tasks of that runtime fail to create anyway,
+		// with the error that names it.
+		if binary, err := m.resolveBinary(opts.SpareRuntime); err == nil {
+			m.spares = newSpares(binary, m.spareCommand(binary))
+		}
 	}
 	return m, nil
 }
@@ -250,9 +262,11 @@ func (m *Manager) startTask(ctx context.Context, t *Task, opts CreateOpts) (err 
 		shimOpts = opts.RuntimeOptions
 	}
 	began := time.Now()
-	address, err := m.startShim(ctx, t.binary, t.namespace, t.id, t.bundle.path, shimOpts)
-	if err != nil {
-		return err
+	address := m.adoptSpare(ctx, t, shimOpts)
+	if address == "" {
+		if address, err = m.startShim(ctx, t.binary, t.namespace, t.id, t.bundle.path, shimOpts); err != nil {
+			return err
+		}
 	}
 	started := time.Now()
 	if err := os.WriteFile(filepath.Join(t.bundle.path, AddressFile), []byte("unix://"+address), 0o600); err != nil {
@@ -565,6 +579,7 @@ func (m *Manager) publishGone(ctx context.Context, t *Task, exit *Exit) {
 // Close lets go of the shims without stopping them: they and their
 // containers outlive berthd, which reconnects at its next start.
 func (m *Manager) Close() error {
+	m.spares.close()
 	// Deleted tasks' shims get their Shutdown first.
 	done := make(chan struct{})
 	go func() { m.teardowns.Wait(); close(done) }()
