@@ -184,11 +184,13 @@ func (c *client) runOnce(ctx context.Context, id string) (uint32, error) {
 		return 0, err
 	}
 	step("task delete", &t)
-	if _, err := c.containers.Delete(ctx, &containersapi.DeleteContainerRequest{ID: id}); err != nil {
+	// The snapshot goes first, as ctr's cleanup does it: once the container
+	// is gone, a garbage collection may take the snapshot at any moment.
+	if _, err := c.snapshots.Remove(ctx, &snapshotsapi.RemoveSnapshotRequest{Snapshotter: c.sn, Key: id}); err != nil {
 		return 0, err
 	}
-	step("container delete", &t)
-	_, err = c.snapshots.Remove(ctx, &snapshotsapi.RemoveSnapshotRequest{Snapshotter: c.sn, Key: id})
 	step("snapshot remove", &t)
+	_, err = c.containers.Delete(ctx, &containersapi.DeleteContainerRequest{ID: id})
+	step("container delete", &t)
 	return code, err
 }
