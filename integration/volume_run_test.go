@@ -356,3 +356,64 @@ func TestVolumeRunBadInput(t *testing.T) {
 	d.MustBerth("rm", "-f", "running")
 	d.MustBerth("volume", "rm", "busy")
 }
+
+// TestVolumeRunCopyAndExport: berth cp sees and writes a container's
+// volumes and binds whether it runs or not, and refuses to write through
+// a read-only one; export leaves them out. Nothing stays mounted.
+func TestVolumeRunCopyAndExport(t *testing.T) {
+	t.Parallel()
+	d := cliDaemon(t)
+	bind := t.TempDir()
+	os.WriteFile(filepath.Join(bind, "b.txt"), []byte("from the bind\n"), 0o644)
+	d.MustBerth("create", "--name", "cpvol", "-v", "cpdata:/data", "-v", bind+":/bind:ro", "busybox", "sleep", "60")
+	src := filepath.Join(t.TempDir(), "in.txt")
+	os.WriteFile(src, []byte("copied in\n"), 0o644)
+
+	// Stopped (never started): the copy lands in the volume.
+	d.MustBerth("cp", src, "cpvol:/data/in.txt")
+	host := volumeByName(t, d, "cpdata").Mountpoint
+	if b, err := os.ReadFile(filepath.Join(host, "in.txt")); err != nil || string(b) != "copied in\n" {
+		t.Errorf("cp into a stopped container's volume: %q, %v", b, err)
+	}
+	out := filepath.Join(t.TempDir(), "out.txt")
+	d.MustBerth("cp", "cpvol:/bind/b.txt", out)
+	if b, _ := os.ReadFile(out); string(b) != "from the bind\n" {
+		t.Errorf("cp from a stopped container's bind: %q", b)
+	}
+	if r := d.Berth("cp", src, "cpvol:/bind/"); r.ExitCode == 0 {
+		t.Error("cp into a read-only bind of a stopped container succeeded")
+	}
+	if _, err := os.Stat(filepath.Join(bind, "in.txt")); err == nil {
+		t.Error("cp wrote through a read-only bind")
+	}
+	if m := daemon.MountsUnder(d.State); len(m) > 0 {
+		t.Errorf("mounts left after cp on a stopped container: %v", m)
+	}
+
+	// Running: the same, and the container sees the copy at once.
+	d.MustBerth("start", "cpvol")
+	d.MustBerth("cp", src, "cpvol:/data/run.txt")
+	if got := d.MustBerth("exec", "cpvol", "cat", "/data/run.txt", "/data/in.txt"); got != "copied in\ncopied in\n" {
+		t.Errorf("volume as the running container sees it: %q", got)
+	}
+	d.MustBerth("exec", "cpvol", "sh", "-c", "echo layer > /layer.txt")
+	tarPath := filepath.Join(t.TempDir(), "fs.tar")
+	d.MustBerth("export", "-o", tarPath, "cpvol")
+	data, err := os.ReadFile(tarPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, n := range tarNames(t, string(data)) {
+		names = append(names, strings.TrimPrefix(n, "./"))
+	}
+	if !slices.Contains(names, "layer.txt") {
+		t.Errorf("export of a running container lacks its own file: %v", names)
+	}
+	for _, n := range names {
+		if strings.HasPrefix(n, "data/") && n != "data/" || strings.HasPrefix(n, "bind/") && n != "bind/" {
+			t.Errorf("export holds %s, from a volume or bind", n)
+		}
+	}
+	d.MustBerth("rm", "-f", "cpvol")
+}

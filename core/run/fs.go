@@ -24,7 +24,9 @@ import (
 // withRoot calls fn with a host path of the container's root filesystem:
 // the running task's rootfs mount, or the writable snapshot mounted on a
 // temporary folder (read-only unless write). A stopped container stays
-// stopped meanwhile: its lock is held, so Start waits.
+// stopped meanwhile: its lock is held, so Start waits. A stopped container
+// with mounts gets them as a run would (volumes, binds, tmpfs), so a copy
+// sees and writes what the container would: docker cp does the same.
 func (m *Manager) withRoot(ctx context.Context, ns string, r Record, write bool, fn func(root string) error) error {
 	e := m.entry(ns, r.ID)
 	e.mu.Lock()
@@ -37,10 +39,44 @@ func (m *Manager) withRoot(ctx context.Context, ns string, r Record, write bool,
 	if err != nil {
 		return err
 	}
-	if !write {
-		mounts = readOnly(mounts)
+	if len(r.Config.Mounts) == 0 {
+		if !write {
+			mounts = readOnly(mounts)
+		}
+		return mount.WithTempMount(mounts, fn)
 	}
-	return mount.WithTempMount(mounts, fn)
+	// The run's own folder, free while the container is stopped and its
+	// lock is held. The layer is writable: mount points missing in it are
+	// made, as a start would make them.
+	tree, err := m.prepareRootfs(ctx, ns, &r, mounts)
+	if err != nil {
+		return err
+	}
+	defer m.releaseRunMounts(context.WithoutCancel(ctx), ns, &r)
+	return fn(tree[0].Source)
+}
+
+// withLayerRoot calls fn with a read-only host path of the container's
+// root filesystem without what is mounted into it (volumes, binds,
+// tmpfs), as withRoot does otherwise.
+func (m *Manager) withLayerRoot(ctx context.Context, ns string, r Record, fn func(root string) error) error {
+	e := m.entry(ns, r.ID)
+	e.mu.Lock()
+	if run := e.run; run != nil && run.task != nil {
+		e.mu.Unlock()
+		if len(r.Config.Mounts) == 0 {
+			return fn(run.task.Rootfs())
+		}
+		// The task's rootfs is a recursive bind of berthd's tree; a plain
+		// bind of the tree's top is the layers alone.
+		return mount.WithTempMount([]mount.Mount{{Type: "bind", Source: m.rootfsDir(ns, r.ID), Options: []string{"bind", "ro"}}}, fn)
+	}
+	defer e.mu.Unlock()
+	_, mounts, err := m.layerMounts(ctx, r)
+	if err != nil {
+		return err
+	}
+	return mount.WithTempMount(readOnly(mounts), fn)
 }
 
 // layerMounts returns the writable snapshot's mounts.
@@ -269,7 +305,7 @@ func (m *Manager) Export(ctx context.Context, ref string, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return m.withRoot(ctx, ns, r, false, func(root string) error {
+	return m.withLayerRoot(ctx, ns, r, func(root string) error {
 		return archive.WriteDiff(ctx, w, "", root)
 	})
 }
