@@ -21,6 +21,18 @@ import (
 // state survives a close.
 type NewFunc func(ctx context.Context, root string) (snapshots.Snapshotter, func() error, error)
 
+// Open is the NewFunc of a snapshotter whose constructor takes a root and
+// options, opened each time with opts and closed by its own Close.
+func Open[S snapshots.Snapshotter, O any](newFn func(root string, opts ...O) (S, error), opts ...O) NewFunc {
+	return func(_ context.Context, root string) (snapshots.Snapshotter, func() error, error) {
+		s, err := newFn(root, opts...)
+		if err != nil {
+			return nil, nil, err
+		}
+		return s, s.Close, nil
+	}
+}
+
 // testCase is one behaviour check on a fresh snapshotter.
 type testCase struct {
 	name string
