@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"fmt"
 	"strings"
 
@@ -38,13 +37,12 @@ func versionCommand(g *globals) *cobra.Command {
 				Client side  `json:"client"`
 				Server *side `json:"server,omitempty"`
 			}{Client: side{version.Version, version.Revision}}
-			c, err := g.dial()
+			client, ctx, cancel, err := connectAPI(g, cmd.Context(), versionapi.NewVersionClient)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
-			v, serr := versionapi.NewVersionClient(c.Conn()).Version(ctx, &emptypb.Empty{})
+			v, serr := client.Version(ctx, &emptypb.Empty{})
 			if serr == nil {
 				out.Server = &side{v.Version, v.Revision}
 			}
@@ -90,13 +88,12 @@ func pluginsCommand(g *globals) *cobra.Command {
 		Aliases: []string{"list"},
 		Short:   "list plugins with their status (filters: type==..., id==...)",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
+			client, ctx, cancel, err := connectAPI(g, cmd.Context(), introspection.NewIntrospectionClient)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
-			resp, err := introspection.NewIntrospectionClient(c.Conn()).Plugins(ctx, &introspection.PluginsRequest{Filters: args})
+			resp, err := client.Plugins(ctx, &introspection.PluginsRequest{Filters: args})
 			if err != nil {
 				return err
 			}
@@ -160,14 +157,6 @@ func namespacesCommand(g *globals) *cobra.Command {
 		Short:   "manage namespaces",
 		GroupID: "admin",
 	}
-	client := func(ctx context.Context) (nsapi.NamespacesClient, error) {
-		c, err := g.dial()
-		if err != nil {
-			return nil, err
-		}
-		return nsapi.NewNamespacesClient(c.Conn()), nil
-	}
-
 	var createLabels []string
 	create := &cobra.Command{
 		Use:   "create NAME [--label K=V...]",
@@ -178,12 +167,11 @@ func namespacesCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
-			defer cancel()
-			nc, err := client(ctx)
+			nc, ctx, cancel, err := connectAPI(g, cmd.Context(), nsapi.NewNamespacesClient)
 			if err != nil {
 				return err
 			}
+			defer cancel()
 			_, err = nc.Create(ctx, &nsapi.CreateNamespaceRequest{Namespace: &nsapi.Namespace{Name: args[0], Labels: lbls}})
 			return err
 		},
@@ -198,12 +186,11 @@ func namespacesCommand(g *globals) *cobra.Command {
 		Short:   "list namespaces",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := g.context(cmd.Context())
-			defer cancel()
-			nc, err := client(ctx)
+			nc, ctx, cancel, err := connectAPI(g, cmd.Context(), nsapi.NewNamespacesClient)
 			if err != nil {
 				return err
 			}
+			defer cancel()
 			resp, err := nc.List(ctx, &nsapi.ListNamespacesRequest{})
 			if err != nil {
 				return err
@@ -227,12 +214,11 @@ func namespacesCommand(g *globals) *cobra.Command {
 		Short:   "remove empty namespaces",
 		Args:    minArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := g.context(cmd.Context())
-			defer cancel()
-			nc, err := client(ctx)
+			nc, ctx, cancel, err := connectAPI(g, cmd.Context(), nsapi.NewNamespacesClient)
 			if err != nil {
 				return err
 			}
+			defer cancel()
 			return eachArg(g, args, func(n string) error {
 				_, err := nc.Delete(ctx, &nsapi.DeleteNamespaceRequest{Name: n})
 				return err
@@ -245,12 +231,11 @@ func namespacesCommand(g *globals) *cobra.Command {
 		Short: "set labels on a namespace (K= removes K); with no labels, print them",
 		Args:  minArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := g.context(cmd.Context())
-			defer cancel()
-			nc, err := client(ctx)
+			nc, ctx, cancel, err := connectAPI(g, cmd.Context(), nsapi.NewNamespacesClient)
 			if err != nil {
 				return err
 			}
+			defer cancel()
 			if len(args) == 1 {
 				resp, err := nc.Get(ctx, &nsapi.GetNamespaceRequest{Name: args[0]})
 				if err != nil {

@@ -30,11 +30,10 @@ func attachCommand(g *globals) *cobra.Command {
 		GroupID: "containers",
 		Args:    exactArgs(1, "CONTAINER"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
+			c, ctx, cancel, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			info, err := inspectContainer(ctx, c, args[0])
 			if err != nil {

@@ -118,6 +118,29 @@ func (g *globals) context(parent context.Context) (context.Context, context.Canc
 	return context.WithCancel(parent)
 }
 
+// connect is how a command starts talking to berthd: the shared
+// connection and parent with the --timeout applied. The caller defers
+// cancel; on error there is nothing to cancel.
+func (g *globals) connect(parent context.Context) (*Client, context.Context, context.CancelFunc, error) {
+	c, err := g.dial()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := g.context(parent)
+	return c, ctx, cancel, nil
+}
+
+// connectAPI is connect for commands that use one API only: it returns
+// that API's client (newClient is a generated NewXClient function).
+func connectAPI[T any](g *globals, parent context.Context, newClient func(grpc.ClientConnInterface) T) (T, context.Context, context.CancelFunc, error) {
+	c, ctx, cancel, err := g.connect(parent)
+	if err != nil {
+		var none T
+		return none, nil, nil, err
+	}
+	return newClient(c.Conn()), ctx, cancel, nil
+}
+
 // isConnectError reports whether err means berthd could not be reached.
 func isConnectError(err error) bool {
 	if !errors.Is(err, errdefs.ErrUnavailable) {

@@ -28,11 +28,10 @@ func commitCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := g.dial()
+			c, ctx, cancel, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			resp, err := containersClient(c).Commit(ctx, &containersapi.CommitRequest{
 				Id: args[0], Reference: full, Message: message, Author: author, Changes: changes, NoPause: !pause,

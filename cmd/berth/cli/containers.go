@@ -72,11 +72,10 @@ func containersCreateCommand(g *globals) *cobra.Command {
 		Short: "create a container from an unpacked image: a snapshot named ID and a spec from the image config",
 		Args:  minArgs(2, "IMAGE ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
+			c, ctx, cancel, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			return createContainer(ctx, c, args[0], args[1], args[2:], o)
 		},
@@ -240,13 +239,12 @@ func containersLsCommand(g *globals) *cobra.Command {
 		Aliases: []string{"list"},
 		Short:   "list containers (filters as containerd's: image==..., labels.k==v)",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
+			client, ctx, cancel, err := connectAPI(g, cmd.Context(), containersapi.NewContainersClient)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
-			resp, err := containersapi.NewContainersClient(c.Conn()).List(ctx, &containersapi.ListContainersRequest{Filters: args})
+			resp, err := client.List(ctx, &containersapi.ListContainersRequest{Filters: args})
 			if err != nil {
 				return err
 			}
@@ -287,13 +285,12 @@ func containersInfoCommand(g *globals) *cobra.Command {
 		Short: "show a container's record and spec as JSON",
 		Args:  exactArgs(1, "ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
+			client, ctx, cancel, err := connectAPI(g, cmd.Context(), containersapi.NewContainersClient)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
-			resp, err := containersapi.NewContainersClient(c.Conn()).Get(ctx, &containersapi.GetContainerRequest{ID: args[0]})
+			resp, err := client.Get(ctx, &containersapi.GetContainerRequest{ID: args[0]})
 			if err != nil {
 				return err
 			}
@@ -322,11 +319,10 @@ func containersRmCommand(g *globals) *cobra.Command {
 		Short:   "remove containers with their snapshots (a stopped task goes too)",
 		Args:    minArgs(1, "ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
+			c, ctx, cancel, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			var failed error
 			for _, id := range args {
@@ -407,11 +403,10 @@ func containersLabelCommand(g *globals) *cobra.Command {
 		Short: "set labels on a container (KEY= removes one)",
 		Args:  minArgs(2, "ID KEY=VALUE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
+			c, ctx, cancel, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			labels := map[string]string{}
 			var paths []string

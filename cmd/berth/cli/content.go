@@ -36,13 +36,12 @@ func contentCommand(g *globals) *cobra.Command {
 		Aliases: []string{"list"},
 		Short:   "list blobs (filters: digest==, size==, labels.K==)",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
+			client, ctx, cancel, err := connectAPI(g, cmd.Context(), contentapi.NewContentClient)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
-			stream, err := contentapi.NewContentClient(c.Conn()).List(ctx, &contentapi.ListContentRequest{Filters: args})
+			stream, err := client.List(ctx, &contentapi.ListContentRequest{Filters: args})
 			if err != nil {
 				return err
 			}
@@ -75,13 +74,12 @@ func contentCommand(g *globals) *cobra.Command {
 		Short: "write a blob to stdout",
 		Args:  exactArgs(1, "DIGEST"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
+			client, ctx, cancel, err := connectAPI(g, cmd.Context(), contentapi.NewContentClient)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
-			stream, err := contentapi.NewContentClient(c.Conn()).Read(ctx, &contentapi.ReadContentRequest{Digest: args[0]})
+			stream, err := client.Read(ctx, &contentapi.ReadContentRequest{Digest: args[0]})
 			if err != nil {
 				return err
 			}
@@ -106,13 +104,11 @@ func contentCommand(g *globals) *cobra.Command {
 		Short:   "remove blobs from the namespace",
 		Args:    minArgs(1, "DIGEST"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
+			client, ctx, cancel, err := connectAPI(g, cmd.Context(), contentapi.NewContentClient)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
-			client := contentapi.NewContentClient(c.Conn())
 			return eachArg(g, args, func(d string) error {
 				_, err := client.Delete(ctx, &contentapi.DeleteContentRequest{Digest: d})
 				return err
@@ -125,13 +121,11 @@ func contentCommand(g *globals) *cobra.Command {
 		Short: "set labels on a blob (K= removes K); with no labels, print them",
 		Args:  minArgs(1, "DIGEST"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
+			client, ctx, cancel, err := connectAPI(g, cmd.Context(), contentapi.NewContentClient)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
-			client := contentapi.NewContentClient(c.Conn())
 			if len(args) == 1 {
 				resp, err := client.Info(ctx, &contentapi.InfoRequest{Digest: args[0]})
 				if err != nil {
@@ -197,13 +191,12 @@ func leasesCommand(g *globals) *cobra.Command {
 		Aliases: []string{"list"},
 		Short:   "list leases",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
+			client, ctx, cancel, err := connectAPI(g, cmd.Context(), leasesapi.NewLeasesClient)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
-			resp, err := leasesapi.NewLeasesClient(c.Conn()).List(ctx, &leasesapi.ListRequest{Filters: args})
+			resp, err := client.List(ctx, &leasesapi.ListRequest{Filters: args})
 			if err != nil {
 				return err
 			}
@@ -236,13 +229,12 @@ func leasesCommand(g *globals) *cobra.Command {
 			if expire > 0 {
 				lbls[leases.LabelExpire] = time.Now().Add(expire).UTC().Format(time.RFC3339)
 			}
-			c, err := g.dial()
+			client, ctx, cancel, err := connectAPI(g, cmd.Context(), leasesapi.NewLeasesClient)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
-			resp, err := leasesapi.NewLeasesClient(c.Conn()).Create(ctx, &leasesapi.CreateRequest{ID: id, Labels: lbls})
+			resp, err := client.Create(ctx, &leasesapi.CreateRequest{ID: id, Labels: lbls})
 			if err != nil {
 				return err
 			}
@@ -261,13 +253,11 @@ func leasesCommand(g *globals) *cobra.Command {
 		Short:   "remove leases",
 		Args:    minArgs(1, "ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
+			client, ctx, cancel, err := connectAPI(g, cmd.Context(), leasesapi.NewLeasesClient)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
-			client := leasesapi.NewLeasesClient(c.Conn())
 			return eachArg(g, args, func(id string) error {
 				_, err := client.Delete(ctx, &leasesapi.DeleteRequest{ID: id, Sync: sync})
 				return err

@@ -47,11 +47,10 @@ symlinks never lead out of its root.`,
 			case srcPath == "" || dstPath == "":
 				return usageError("paths must not be empty")
 			}
-			c, err := g.dial()
+			c, ctx, cancel, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			o := copyOpts{follow: followLink, keepOwner: keepOwner}
 			if srcCtr != "" {

@@ -16,11 +16,10 @@ func init() {
 			GroupID: "containers",
 			Args:    exactArgs(1, "CONTAINER"),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				c, err := g.dial()
+				c, ctx, cancel, err := g.connect(cmd.Context())
 				if err != nil {
 					return err
 				}
-				ctx, cancel := g.context(cmd.Context())
 				defer cancel()
 				resp, err := containersClient(c).Diff(ctx, &containersapi.ContainerRequest{Id: args[0]})
 				if err != nil {

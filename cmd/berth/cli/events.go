@@ -37,11 +37,10 @@ func eventsCommand(g *globals) *cobra.Command {
 			if format != "" && format != "json" {
 				return usageError("--format %q: use json", format)
 			}
-			c, err := g.dial()
+			c, ctx, cancel, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			// Every namespace unless the user narrows it with a filter,
 			// as ctr events does.

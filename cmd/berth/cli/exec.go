@@ -39,11 +39,10 @@ func execCommand(g *globals) *cobra.Command {
 				vars = append(vars, v...)
 			}
 			vars = append(vars, env...)
-			c, err := g.dial()
+			c, ctx, cancel, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			open := &containersapi.ExecOpen{
 				Id: args[0], Args: args[1:], Env: vars, WorkingDir: workdir, User: user,

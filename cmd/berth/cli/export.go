@@ -28,11 +28,10 @@ func exportCommand(g *globals) *cobra.Command {
 			if output == "" && isTerminal(g.stdout) {
 				return usageError("refusing to write a tar to a terminal: use -o FILE or redirect stdout")
 			}
-			c, err := g.dial()
+			c, ctx, cancel, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			st, err := containersClient(c).Export(ctx, &containersapi.ContainerRequest{Id: args[0]})
 			if err != nil {

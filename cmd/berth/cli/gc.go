@@ -24,13 +24,12 @@ func gcCommand(g *globals) *cobra.Command {
 		GroupID: "admin",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.dial()
+			client, ctx, cancel, err := connectAPI(g, cmd.Context(), systemapi.NewSystemClient)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
-			resp, err := systemapi.NewSystemClient(c.Conn()).GarbageCollect(ctx, &systemapi.GarbageCollectRequest{})
+			resp, err := client.GarbageCollect(ctx, &systemapi.GarbageCollectRequest{})
 			if err != nil {
 				return err
 			}

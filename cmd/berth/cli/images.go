@@ -102,13 +102,12 @@ func imagesLsCommand(g *globals) *cobra.Command {
 		Short:   "list images",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.dial()
+			client, ctx, cancel, err := connectAPI(g, cmd.Context(), berthimages.NewImagesClient)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
-			resp, err := berthimages.NewImagesClient(c.Conn()).List(ctx, &berthimages.ListRequest{Filters: filters})
+			resp, err := client.List(ctx, &berthimages.ListRequest{Filters: filters})
 			if err != nil {
 				return err
 			}
@@ -154,11 +153,10 @@ func imagesInspectCommand(g *globals) *cobra.Command {
 		Short: "show images' details as JSON",
 		Args:  minArgs(1, "IMAGE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
+			c, ctx, cancel, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			var out []any
 			for _, a := range args {
@@ -220,13 +218,11 @@ func imagesRmCommand(g *globals, use string) *cobra.Command {
 		Short:   "remove images (their content goes once nothing else uses it)",
 		Args:    minArgs(1, "IMAGE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
+			client, ctx, cancel, err := connectAPI(g, cmd.Context(), imagesapi.NewImagesClient)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
-			client := imagesapi.NewImagesClient(c.Conn())
 			return eachArg(g, args, func(a string) error {
 				full, err := normalizeImage(a)
 				if err != nil {
@@ -257,13 +253,11 @@ func imagesTagCommand(g *globals, use string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := g.dial()
+			client, ctx, cancel, err := connectAPI(g, cmd.Context(), imagesapi.NewImagesClient)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
-			client := imagesapi.NewImagesClient(c.Conn())
 			got, err := client.Get(ctx, &imagesapi.GetImageRequest{Name: src})
 			if err != nil {
 				return fmt.Errorf("image %s: %w", args[0], err)
@@ -323,11 +317,10 @@ func importArchive(parent context.Context, g *globals, input string, o *berthima
 		defer f.Close()
 		r = f
 	}
-	c, err := g.dial()
+	c, ctx, cancel, err := g.connect(parent)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := g.context(parent)
 	defer cancel()
 	stream, err := berthimages.NewImagesClient(c.Conn()).Import(ctx)
 	if err != nil {
@@ -410,13 +403,12 @@ func imagesExportCommand(g *globals, use string) *cobra.Command {
 				}
 				names = append(names, full)
 			}
-			c, err := g.dial()
+			client, ctx, cancel, err := connectAPI(g, cmd.Context(), berthimages.NewImagesClient)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
-			stream, err := berthimages.NewImagesClient(c.Conn()).Export(ctx, &berthimages.ExportRequest{Names: names, AllPlatforms: all, Platform: platform})
+			stream, err := client.Export(ctx, &berthimages.ExportRequest{Names: names, AllPlatforms: all, Platform: platform})
 			if err != nil {
 				return err
 			}
@@ -469,13 +461,12 @@ func imagesUnpackCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := g.dial()
+			client, ctx, cancel, err := connectAPI(g, cmd.Context(), berthimages.NewImagesClient)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
-			resp, err := berthimages.NewImagesClient(c.Conn()).Unpack(ctx, &berthimages.UnpackRequest{Name: full, Snapshotter: snapshotter, Platform: platform})
+			resp, err := client.Unpack(ctx, &berthimages.UnpackRequest{Name: full, Snapshotter: snapshotter, Platform: platform})
 			if err != nil {
 				return err
 			}

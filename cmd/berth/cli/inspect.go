@@ -142,11 +142,10 @@ func inspectCommand(g *globals) *cobra.Command {
 					return usageError("--format: %v", err)
 				}
 			}
-			c, err := g.dial()
+			c, ctx, cancel, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			var out []any
 			failed := false

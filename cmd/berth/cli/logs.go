@@ -50,11 +50,10 @@ func logsCommand(g *globals) *cobra.Command {
 				}
 				*t.dst = timestamppb.New(at)
 			}
-			c, err := g.dial()
+			c, ctx, cancel, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			st, err := containersClient(c).Logs(ctx, req)
 			if err != nil {

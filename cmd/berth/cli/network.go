@@ -110,21 +110,12 @@ func toAttachmentRow(a *networksapi.Attachment) attachmentRow {
 
 func networkCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "network", Aliases: []string{"networks"}, Short: "manage networks", GroupID: "containers"}
-	client := func() (networksapi.NetworksClient, error) {
-		c, err := g.dial()
-		if err != nil {
-			return nil, err
-		}
-		return networksapi.NewNetworksClient(c.Conn()), nil
-	}
-	cmd.AddCommand(networkCreateCommand(g, client), networkLsCommand(g, client), networkInspectCommand(g, client),
-		networkRmCommand(g, client), networkPruneCommand(g, client), networkConnectCommand(g), networkDisconnectCommand(g))
+	cmd.AddCommand(networkCreateCommand(g), networkLsCommand(g), networkInspectCommand(g),
+		networkRmCommand(g), networkPruneCommand(g), networkConnectCommand(g), networkDisconnectCommand(g))
 	return cmd
 }
 
-type networksClientFunc func() (networksapi.NetworksClient, error)
-
-func networkCreateCommand(g *globals, client networksClientFunc) *cobra.Command {
+func networkCreateCommand(g *globals) *cobra.Command {
 	var driver, subnet, gateway, format string
 	var internal bool
 	var labels, opts []string
@@ -141,11 +132,10 @@ func networkCreateCommand(g *globals, client networksClientFunc) *cobra.Command 
 			if err != nil {
 				return err
 			}
-			nc, err := client()
+			nc, ctx, cancel, err := connectAPI(g, cmd.Context(), networksapi.NewNetworksClient)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			resp, err := nc.Create(ctx, &networksapi.CreateNetworkRequest{
 				Name: args[0], Driver: driver, Subnet: subnet, Gateway: gateway,
@@ -172,7 +162,7 @@ func networkCreateCommand(g *globals, client networksClientFunc) *cobra.Command 
 	return cmd
 }
 
-func networkLsCommand(g *globals, client networksClientFunc) *cobra.Command {
+func networkLsCommand(g *globals) *cobra.Command {
 	var format string
 	var quiet, noTrunc bool
 	var filters []string
@@ -186,11 +176,10 @@ func networkLsCommand(g *globals, client networksClientFunc) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			nc, err := client()
+			nc, ctx, cancel, err := connectAPI(g, cmd.Context(), networksapi.NewNetworksClient)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			resp, err := nc.List(ctx, &networksapi.ListNetworksRequest{})
 			if err != nil {
@@ -277,18 +266,17 @@ func parseNetworkFilters(args []string) (func(networkRow) bool, error) {
 	}, nil
 }
 
-func networkInspectCommand(g *globals, client networksClientFunc) *cobra.Command {
+func networkInspectCommand(g *globals) *cobra.Command {
 	var format string
 	cmd := &cobra.Command{
 		Use:   "inspect NETWORK...",
 		Short: "show networks in detail with their containers (JSON by default)",
 		Args:  minArgs(1, "NETWORK"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			nc, err := client()
+			nc, ctx, cancel, err := connectAPI(g, cmd.Context(), networksapi.NewNetworksClient)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			rows := []networkInspectRow{}
 			var failed error
@@ -323,18 +311,17 @@ func networkInspectCommand(g *globals, client networksClientFunc) *cobra.Command
 	return cmd
 }
 
-func networkRmCommand(g *globals, client networksClientFunc) *cobra.Command {
+func networkRmCommand(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:     "rm NETWORK...",
 		Aliases: []string{"remove"},
 		Short:   "remove networks (not while containers are attached)",
 		Args:    minArgs(1, "NETWORK"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			nc, err := client()
+			nc, ctx, cancel, err := connectAPI(g, cmd.Context(), networksapi.NewNetworksClient)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			return eachArg(g, args, func(name string) error {
 				_, err := nc.Remove(ctx, &networksapi.RemoveNetworkRequest{Name: name})
@@ -344,7 +331,7 @@ func networkRmCommand(g *globals, client networksClientFunc) *cobra.Command {
 	}
 }
 
-func networkPruneCommand(g *globals, client networksClientFunc) *cobra.Command {
+func networkPruneCommand(g *globals) *cobra.Command {
 	var force bool
 	var format string
 	cmd := &cobra.Command{
@@ -355,11 +342,10 @@ func networkPruneCommand(g *globals, client networksClientFunc) *cobra.Command {
 			if !force && !confirmNetworkPrune(g) {
 				return nil
 			}
-			nc, err := client()
+			nc, ctx, cancel, err := connectAPI(g, cmd.Context(), networksapi.NewNetworksClient)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			resp, err := nc.Prune(ctx, &networksapi.PruneNetworksRequest{})
 			if err != nil {

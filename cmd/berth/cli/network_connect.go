@@ -15,11 +15,10 @@ func networkConnectCommand(g *globals) *cobra.Command {
 		Short: "connect a container to a network",
 		Args:  exactArgs(2, "NETWORK CONTAINER"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
+			c, ctx, cancel, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			_, err = containersClient(c).Connect(ctx, &containersapi.ConnectRequest{Network: args[0], Id: args[1], Aliases: aliases})
 			return containerError(err)
@@ -37,11 +36,10 @@ func networkDisconnectCommand(g *globals) *cobra.Command {
 		Short: "disconnect a container from a network",
 		Args:  exactArgs(2, "NETWORK CONTAINER"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
+			c, ctx, cancel, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			_, err = containersClient(c).Disconnect(ctx, &containersapi.DisconnectRequest{Network: args[0], Id: args[1], Force: force})
 			return containerError(err)

@@ -23,11 +23,10 @@ func pauseCommand(g *globals, pause bool) *cobra.Command {
 		GroupID: "containers",
 		Args:    minArgs(1, "CONTAINER"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
+			c, ctx, cancel, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			api := containersClient(c)
 			return forEach(g, args, func(ref string) error {

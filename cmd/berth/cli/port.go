@@ -36,11 +36,10 @@ func portCommand(g *globals) *cobra.Command {
 					proto = pr
 				}
 			}
-			c, err := g.dial()
+			c, ctx, cancel, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			info, err := inspectContainer(ctx, c, args[0])
 			if err != nil {

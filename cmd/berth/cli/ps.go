@@ -48,11 +48,10 @@ func psCommand(g *globals) *cobra.Command {
 		GroupID: "containers",
 		Args:    exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
+			c, ctx, cancel, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			if latest {
 				last = 1

@@ -145,11 +145,10 @@ func pullCommand(g *globals) *cobra.Command {
 			if !quiet {
 				o.Progress, o.TTY = g.stderr, stderrTTY(g)
 			}
-			c, err := g.dial()
+			c, ctx, cancel, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			name, digest, err := PullImage(ctx, c, args[0], o)
 			if err != nil {
@@ -198,11 +197,10 @@ func pushCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := g.dial()
+			c, ctx, cancel, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			call := transferCall{src: store, dst: registrySource(full, plainHTTP, hostDir), creds: creds}
 			var pushed string

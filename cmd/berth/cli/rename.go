@@ -17,11 +17,10 @@ func init() {
 				if !validName(args[1]) {
 					return usageError("invalid container name %q: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed, at least two characters", args[1])
 				}
-				c, err := g.dial()
+				c, ctx, cancel, err := g.connect(cmd.Context())
 				if err != nil {
 					return err
 				}
-				ctx, cancel := g.context(cmd.Context())
 				defer cancel()
 				_, err = containersClient(c).Rename(ctx, &containersapi.RenameRequest{Id: args[0], Name: args[1]})
 				return containerError(err)

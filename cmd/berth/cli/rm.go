@@ -35,11 +35,10 @@ func rmCommand(g *globals) *cobra.Command {
 		GroupID: "containers",
 		Args:    minArgs(1, "CONTAINER"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
+			c, ctx, cancel, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			return forEach(g, args, func(ref string) error {
 				_, err := containersClient(c).Remove(ctx, &containersapi.RemoveRequest{Id: ref, Force: force, Volumes: volumes})
@@ -60,11 +59,10 @@ func pruneCommand(g *globals) *cobra.Command {
 		Short: "remove every stopped container",
 		Args:  exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
+			c, ctx, cancel, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			resp, err := containersClient(c).Prune(ctx, &containersapi.PruneRequest{Filters: filters})
 			if err != nil {

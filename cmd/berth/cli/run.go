@@ -231,11 +231,10 @@ func createCommand(g *globals) *cobra.Command {
 		Args:    minArgs(1, "IMAGE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f.setEntrypointFlag(cmd)
-			c, err := g.dial()
+			c, ctx, cancel, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			resp, err := createFromFlags(ctx, c, g, &f, args)
 			if err != nil {
@@ -323,11 +322,10 @@ func runCommand(g *globals) *cobra.Command {
 			if f.tty && f.interactive && !detach && !isTerminal(g.stdin) {
 				return usageError("the input device is not a TTY: drop -t, or run berth from a terminal")
 			}
-			c, err := g.dial()
+			c, ctx, cancel, err := g.connect(cmd.Context())
 			if err != nil {
 				return runError(err)
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			return runContainer(ctx, c, g, &f, args, detach, sigProxy)
 		},

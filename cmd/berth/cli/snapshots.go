@@ -56,11 +56,10 @@ func snapshotsCommand(g *globals) *cobra.Command {
 
 // connect dials berthd and resolves the snapshotter name.
 func (s *snapshotsCLI) connect(cmd *cobra.Command) (snapshotsapi.SnapshotsClient, context.Context, context.CancelFunc, error) {
-	c, err := s.g.dial()
+	c, ctx, cancel, err := s.g.connect(cmd.Context())
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	ctx, cancel := s.g.context(cmd.Context())
 	if s.snapshotter == "" {
 		if s.snapshotter, err = defaultSnapshotter(ctx, c); err != nil {
 			cancel()

@@ -39,11 +39,10 @@ func statsCommand(g *globals) *cobra.Command {
 		Short:   "show running containers' CPU, memory, network, block I/O and pids, live",
 		GroupID: "containers",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
+			c, ctx, cancel, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			st, err := containersClient(c).Stats(ctx, &containersapi.StatsRequest{Ids: args, Stream: !noStream})
 			if err != nil {

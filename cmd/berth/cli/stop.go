@@ -30,11 +30,10 @@ func stopCommand(g *globals, use string) *cobra.Command {
 			if timeout < -1 {
 				return usageError("invalid value %d for --time: want seconds >= 0", timeout)
 			}
-			c, err := g.dial()
+			c, ctx, cancel, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			api := containersClient(c)
 			return forEach(g, args, func(ref string) error {
@@ -62,11 +61,10 @@ func killCommand(g *globals) *cobra.Command {
 		GroupID: "containers",
 		Args:    minArgs(1, "CONTAINER"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
+			c, ctx, cancel, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			return forEach(g, args, func(ref string) error {
 				_, err := containersClient(c).Kill(ctx, &containersapi.KillRequest{Id: ref, Signal: signal})

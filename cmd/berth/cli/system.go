@@ -26,13 +26,12 @@ func infoCommand(g *globals, group string) *cobra.Command {
 		GroupID: group,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.dial()
+			client, ctx, cancel, err := connectAPI(g, cmd.Context(), systemapi.NewSystemClient)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
-			info, err := systemapi.NewSystemClient(c.Conn()).Info(ctx, &systemapi.InfoRequest{})
+			info, err := client.Info(ctx, &systemapi.InfoRequest{})
 			if err != nil {
 				return err
 			}
@@ -112,13 +111,12 @@ func dfCommand(g *globals) *cobra.Command {
 		Short: "show disk usage of images, containers and volumes",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.dial()
+			client, ctx, cancel, err := connectAPI(g, cmd.Context(), systemapi.NewSystemClient)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
-			resp, err := systemapi.NewSystemClient(c.Conn()).DiskUsage(ctx, &systemapi.DiskUsageRequest{Verbose: verbose})
+			resp, err := client.DiskUsage(ctx, &systemapi.DiskUsageRequest{Verbose: verbose})
 			if err != nil {
 				return err
 			}

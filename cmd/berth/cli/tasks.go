@@ -52,11 +52,10 @@ func tasksCommand(g *globals) *cobra.Command {
 
 // taskCall dials berthd and runs f with the tasks client.
 func taskCall(cmd *cobra.Command, g *globals, f func(ctx context.Context, c *Client, ts tasksapi.TasksClient) error) error {
-	c, err := g.dial()
+	c, ctx, cancel, err := g.connect(cmd.Context())
 	if err != nil {
 		return err
 	}
-	ctx, cancel := g.context(cmd.Context())
 	defer cancel()
 	return f(ctx, c, tasksapi.NewTasksClient(c.Conn()))
 }

@@ -23,11 +23,10 @@ func topCommand(g *globals) *cobra.Command {
 		GroupID: "containers",
 		Args:    minArgs(1, "CONTAINER"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
+			c, ctx, cancel, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			resp, err := containersClient(c).Top(ctx, &containersapi.TopRequest{Id: args[0], PsArgs: args[1:]})
 			if err != nil {

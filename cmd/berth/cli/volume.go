@@ -56,21 +56,12 @@ func toVolumeRow(v *volumesapi.Volume) volumeRow {
 
 func volumeCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "volume", Aliases: []string{"volumes"}, Short: "manage volumes", GroupID: "containers"}
-	client := func() (volumesapi.VolumesClient, error) {
-		c, err := g.dial()
-		if err != nil {
-			return nil, err
-		}
-		return volumesapi.NewVolumesClient(c.Conn()), nil
-	}
-	cmd.AddCommand(volumeCreateCommand(g, client), volumeLsCommand(g, client), volumeInspectCommand(g, client),
-		volumeRmCommand(g, client), volumePruneCommand(g, client))
+	cmd.AddCommand(volumeCreateCommand(g), volumeLsCommand(g), volumeInspectCommand(g),
+		volumeRmCommand(g), volumePruneCommand(g))
 	return cmd
 }
 
-type volumesClientFunc func() (volumesapi.VolumesClient, error)
-
-func volumeCreateCommand(g *globals, client volumesClientFunc) *cobra.Command {
+func volumeCreateCommand(g *globals) *cobra.Command {
 	var driver, format string
 	var labels, opts []string
 	cmd := &cobra.Command{
@@ -91,11 +82,10 @@ func volumeCreateCommand(g *globals, client volumesClientFunc) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			vc, err := client()
+			vc, ctx, cancel, err := connectAPI(g, cmd.Context(), volumesapi.NewVolumesClient)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			req := &volumesapi.CreateVolumeRequest{Driver: driver, Labels: lbls, Options: options}
 			if len(args) == 1 {
@@ -169,7 +159,7 @@ func renderObject(g *globals, format string, v any) error {
 	return nil
 }
 
-func volumeLsCommand(g *globals, client volumesClientFunc) *cobra.Command {
+func volumeLsCommand(g *globals) *cobra.Command {
 	var format string
 	var quiet bool
 	var filters []string
@@ -179,11 +169,10 @@ func volumeLsCommand(g *globals, client volumesClientFunc) *cobra.Command {
 		Short:   "list volumes (filters: dangling=true|false, name=PART, label=K[=V], driver=D)",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			vc, err := client()
+			vc, ctx, cancel, err := connectAPI(g, cmd.Context(), volumesapi.NewVolumesClient)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			resp, err := vc.List(ctx, &volumesapi.ListVolumesRequest{Filters: filters})
 			if err != nil {
@@ -209,18 +198,17 @@ func volumeLsCommand(g *globals, client volumesClientFunc) *cobra.Command {
 	return cmd
 }
 
-func volumeInspectCommand(g *globals, client volumesClientFunc) *cobra.Command {
+func volumeInspectCommand(g *globals) *cobra.Command {
 	var format string
 	cmd := &cobra.Command{
 		Use:   "inspect NAME...",
 		Short: "show volumes in detail (JSON by default)",
 		Args:  minArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			vc, err := client()
+			vc, ctx, cancel, err := connectAPI(g, cmd.Context(), volumesapi.NewVolumesClient)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			var rows []volumeRow
 			var failed error
@@ -254,7 +242,7 @@ func volumeInspectCommand(g *globals, client volumesClientFunc) *cobra.Command {
 	return cmd
 }
 
-func volumeRmCommand(g *globals, client volumesClientFunc) *cobra.Command {
+func volumeRmCommand(g *globals) *cobra.Command {
 	var force bool
 	cmd := &cobra.Command{
 		Use:     "rm NAME...",
@@ -262,11 +250,10 @@ func volumeRmCommand(g *globals, client volumesClientFunc) *cobra.Command {
 		Short:   "remove volumes and their data (in use: refused unless --force; never while a user runs)",
 		Args:    minArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			vc, err := client()
+			vc, ctx, cancel, err := connectAPI(g, cmd.Context(), volumesapi.NewVolumesClient)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			return eachArg(g, args, func(name string) error {
 				_, err := vc.Remove(ctx, &volumesapi.RemoveVolumeRequest{Name: name, Force: force})
@@ -283,7 +270,7 @@ type volumePruneResult struct {
 	SpaceReclaimed int64    `json:"space_reclaimed"`
 }
 
-func volumePruneCommand(g *globals, client volumesClientFunc) *cobra.Command {
+func volumePruneCommand(g *globals) *cobra.Command {
 	var all, force bool
 	var filters []string
 	var format string
@@ -295,11 +282,10 @@ func volumePruneCommand(g *globals, client volumesClientFunc) *cobra.Command {
 			if !force && !confirmVolumePrune(g, all) {
 				return nil
 			}
-			vc, err := client()
+			vc, ctx, cancel, err := connectAPI(g, cmd.Context(), volumesapi.NewVolumesClient)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			resp, err := vc.Prune(ctx, &volumesapi.PruneVolumesRequest{All: all, Filters: filters})
 			if err != nil {

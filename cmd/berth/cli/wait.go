@@ -22,11 +22,10 @@ func waitCommand(g *globals) *cobra.Command {
 		GroupID: "containers",
 		Args:    minArgs(1, "CONTAINER"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.dial()
+			c, ctx, cancel, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.context(cmd.Context())
 			defer cancel()
 			failed := false
 			for _, ref := range args {
