@@ -2,6 +2,8 @@ package storage
 
 import (
 	"context"
+	"encoding/binary"
+	"math"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -38,6 +40,25 @@ func TestRecordRoundTrip(t *testing.T) {
 	}
 	if _, err := unmarshalRecord(append(b, 0)); err == nil {
 		t.Error("record with trailing bytes accepted")
+	}
+}
+
+// decoder.varint reads the zig-zag coding itself; it must agree with
+// encoding/binary on every sign and on overflowing input.
+func TestDecoderVarint(t *testing.T) {
+	for _, v := range []int64{0, 1, -1, 63, -64, 1 << 40, -(1 << 40), math.MaxInt64, math.MinInt64} {
+		d := decoder{b: binary.AppendVarint(nil, v)}
+		if got := d.varint(); d.err != nil || got != v || len(d.b) != 0 {
+			t.Errorf("varint %d: got %d, err %v, %d bytes left", v, got, d.err, len(d.b))
+		}
+	}
+	overflow := []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}
+	if _, n := binary.Varint(overflow); n >= 0 {
+		t.Fatalf("binary.Varint accepted an overflowing value (n=%d)", n)
+	}
+	d := decoder{b: overflow}
+	if d.varint(); d.err == nil {
+		t.Error("overflowing varint accepted")
 	}
 }
 
