@@ -30,6 +30,16 @@ func writeFill(_ context.Context, _ Snapshot, dir string) error {
 	return os.WriteFile(filepath.Join(dir, "fs", "data"), []byte(strings.Repeat("d", 1<<16)), 0o644)
 }
 
+// createActive creates the active snapshot key, filled by writeFill.
+func createActive(t *testing.T, s *Store, key string) Snapshot {
+	t.Helper()
+	snap, err := s.Create(context.Background(), snapshots.KindActive, key, "", false, writeFill)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snap
+}
+
 // entries lists <root>/snapshots.
 func entries(t *testing.T, root string) []string {
 	t.Helper()
@@ -74,9 +84,7 @@ func TestSyncRemove(t *testing.T) {
 	root := t.TempDir()
 	s := openStore(t, root)
 	ctx := context.Background()
-	if _, err := s.Create(ctx, snapshots.KindActive, "k", "", false, writeFill); err != nil {
-		t.Fatal(err)
-	}
+	createActive(t, s, "k")
 	if err := s.Remove(ctx, "k", true); err != nil {
 		t.Fatal(err)
 	}
@@ -103,9 +111,7 @@ func TestFailedFillLeavesNothing(t *testing.T) {
 		t.Fatalf("stat after a failed create: %v", err)
 	}
 	// A refused record (taken key) leaves nothing either.
-	if _, err := s.Create(ctx, snapshots.KindActive, "k2", "", false, writeFill); err != nil {
-		t.Fatal(err)
-	}
+	createActive(t, s, "k2")
 	if _, err := s.Create(ctx, snapshots.KindActive, "k2", "", false, writeFill); !errdefs.IsAlreadyExists(err) {
 		t.Fatalf("create of a taken key: %v", err)
 	}
@@ -126,10 +132,7 @@ func TestSweepAfterCrash(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	snap, err := s.Create(ctx, snapshots.KindActive, "k", "", false, writeFill)
-	if err != nil {
-		t.Fatal(err)
-	}
+	snap := createActive(t, s, "k")
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -155,14 +158,10 @@ func TestSweepAfterCrash(t *testing.T) {
 func TestInstallDisplacesStale(t *testing.T) {
 	root := t.TempDir()
 	s := openStore(t, root)
-	ctx := context.Background()
 	if err := os.MkdirAll(filepath.Join(root, "snapshots", "1", "fs", "stale"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	snap, err := s.Create(ctx, snapshots.KindActive, "k", "", false, writeFill)
-	if err != nil {
-		t.Fatal(err)
-	}
+	snap := createActive(t, s, "k")
 	if snap.ID != 1 {
 		t.Fatalf("first snapshot got id %d", snap.ID)
 	}
@@ -210,9 +209,7 @@ func TestBackgroundRemoval(t *testing.T) {
 	root := t.TempDir()
 	s := openStore(t, root)
 	ctx := context.Background()
-	if _, err := s.Create(ctx, snapshots.KindActive, "k", "", false, writeFill); err != nil {
-		t.Fatal(err)
-	}
+	createActive(t, s, "k")
 	if err := s.Remove(ctx, "k", false); err != nil {
 		t.Fatal(err)
 	}

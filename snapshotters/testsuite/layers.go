@@ -58,11 +58,7 @@ func testConcurrentPrepare(ctx context.Context, t *testing.T, e *env) {
 // snapshot.
 func (e *env) prepareWrite(ctx context.Context, t *testing.T, key string, changes ...Change) {
 	t.Helper()
-	mounts, err := e.sn.Mounts(ctx, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.withMounted(t, mounts, func(dir string) {
+	e.withKeyMounted(ctx, t, key, func(dir string) {
 		if err := apply(dir, changes...); err != nil {
 			t.Fatal(err)
 		}
@@ -72,15 +68,21 @@ func (e *env) prepareWrite(ctx context.Context, t *testing.T, key string, change
 // checkMounted compares the tree of an existing snapshot with changes.
 func (e *env) checkMounted(ctx context.Context, t *testing.T, key string, changes ...Change) {
 	t.Helper()
-	mounts, err := e.sn.Mounts(ctx, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.withMounted(t, mounts, func(dir string) {
+	e.withKeyMounted(ctx, t, key, func(dir string) {
 		if err := checkTree(dir, e.work, changes...); err != nil {
 			t.Errorf("%q: %v", key, err)
 		}
 	})
+}
+
+// withKeyMounted runs f with the existing snapshot key mounted at dir.
+func (e *env) withKeyMounted(ctx context.Context, t *testing.T, key string, f func(dir string)) {
+	t.Helper()
+	mounts, err := e.sn.Mounts(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.withMounted(t, mounts, f)
 }
 
 // testUsage checks usage recorded at commit and measured for active
