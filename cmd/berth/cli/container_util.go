@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 
 	"github.com/containerd/errdefs"
@@ -58,21 +57,7 @@ func (e *plainError) Unwrap() error { return e.err }
 // succeeded (as docker does) and the errors of the others; the result
 // fails when any failed.
 func forEach(g *globals, refs []string, fn func(ref string) error) error {
-	var failed []error
-	for _, ref := range refs {
-		if err := fn(ref); err != nil {
-			err = containerError(err)
-			fmt.Fprintf(g.stderr, "berth: %s\n", describe(err, g.address))
-			failed = append(failed, err)
-			continue
-		}
-		fmt.Fprintln(g.stdout, ref)
-	}
-	if len(failed) > 0 {
-		// Each error is printed already.
-		return &ExitError{Code: 1}
-	}
-	return nil
+	return eachArg(g, refs, func(ref string) error { return containerError(fn(ref)) })
 }
 
 // freeAddressShorthand lets cmd use -a for its own flag, as docker's

@@ -324,14 +324,9 @@ func containersRmCommand(g *globals) *cobra.Command {
 				return err
 			}
 			defer cancel()
-			var failed error
-			for _, id := range args {
-				if err := removeContainer(ctx, c, id, force); err != nil {
-					fmt.Fprintf(g.stderr, "berth: %s: %v\n", id, err)
-					failed = &ExitError{Code: 1}
-				}
-			}
-			return failed
+			return eachArgQuiet(g, args, func(id string) error {
+				return removeContainer(ctx, c, id, force)
+			})
 		},
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "kill a running task first")

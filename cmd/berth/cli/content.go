@@ -153,21 +153,6 @@ func contentCommand(g *globals) *cobra.Command {
 	return cmd
 }
 
-// eachArg runs f for every argument, printing each success's argument and
-// each failure's error; the command fails if any did.
-func eachArg(g *globals, args []string, f func(string) error) error {
-	var failed error
-	for _, a := range args {
-		if err := f(a); err != nil {
-			fmt.Fprintf(g.stderr, "berth: %s\n", describe(err, g.address))
-			failed = &ExitError{Code: 1}
-			continue
-		}
-		fmt.Fprintln(g.stdout, a)
-	}
-	return failed
-}
-
 func printLabels(g *globals, m map[string]string) {
 	for _, kv := range strings.Split(labelString(m), ",") {
 		if kv != "" {

@@ -147,24 +147,16 @@ func inspectCommand(g *globals) *cobra.Command {
 				return err
 			}
 			defer cancel()
-			var out []any
-			failed := false
-			for _, ref := range args {
-				v, err := inspectAny(ctx, c, ref, kind)
-				if err != nil {
-					fmt.Fprintf(g.stderr, "berth: %s\n", describe(err, g.address))
-					failed = true
-					continue
-				}
-				out = append(out, v)
-			}
+			out, failed := collectEach(g, args, func(ref string) (any, error) {
+				return inspectAny(ctx, c, ref, kind)
+			})
 			if tmpl != nil {
 				for _, v := range out {
 					if err := execTemplate(g, tmpl, v); err != nil {
 						return err
 					}
 				}
-			} else if len(out) > 0 || !failed {
+			} else if len(out) > 0 || failed == nil {
 				if out == nil {
 					out = []any{}
 				}
@@ -172,10 +164,7 @@ func inspectCommand(g *globals) *cobra.Command {
 					return err
 				}
 			}
-			if failed {
-				return &ExitError{Code: 1}
-			}
-			return nil
+			return failed
 		},
 	}
 	cmd.Flags().StringVarP(&format, "format", "f", "", "Go template applied to each object, e.g. '{{.State.ExitCode}}'")

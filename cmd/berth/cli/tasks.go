@@ -653,14 +653,9 @@ func tasksRmCommand(g *globals) *cobra.Command {
 		Args:    minArgs(1, "ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return taskCall(cmd, g, func(ctx context.Context, c *Client, ts tasksapi.TasksClient) error {
-				var failed error
-				for _, id := range args {
-					if err := deleteTask(ctx, c, ts, id, force); err != nil {
-						fmt.Fprintf(g.stderr, "berth: %s: %v\n", id, err)
-						failed = &ExitError{Code: 1}
-					}
-				}
-				return failed
+				return eachArgQuiet(g, args, func(id string) error {
+					return deleteTask(ctx, c, ts, id, force)
+				})
 			})
 		},
 	}

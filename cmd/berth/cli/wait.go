@@ -27,20 +27,14 @@ func waitCommand(g *globals) *cobra.Command {
 				return err
 			}
 			defer cancel()
-			failed := false
-			for _, ref := range args {
+			// Each exit code prints as soon as its container stops.
+			return reportEach(g, args, func(ref string) (string, error) {
 				resp, err := containersClient(c).Wait(ctx, &containersapi.WaitRequest{Id: ref, Condition: condition})
 				if err != nil {
-					fmt.Fprintf(g.stderr, "berth: %s\n", describe(containerError(err), g.address))
-					failed = true
-					continue
+					return "", containerError(err)
 				}
-				fmt.Fprintln(g.stdout, resp.ExitCode)
-			}
-			if failed {
-				return &ExitError{Code: 1}
-			}
-			return nil
+				return fmt.Sprint(resp.ExitCode), nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&condition, "condition", "not-running", "wait until: not-running, next-exit or removed")
