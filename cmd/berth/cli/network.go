@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bufio"
 	"fmt"
 	"sort"
 	"strings"
@@ -278,33 +277,18 @@ func networkInspectCommand(g *globals) *cobra.Command {
 				return err
 			}
 			defer cancel()
-			rows := []networkInspectRow{}
-			var failed error
-			for _, name := range args {
+			rows, failed := collectEach(g, args, func(name string) (networkInspectRow, error) {
 				resp, err := nc.Inspect(ctx, &networksapi.InspectNetworkRequest{Name: name})
 				if err != nil {
-					fmt.Fprintf(g.stderr, "berth: %s\n", describe(err, g.address))
-					failed = &ExitError{Code: 1}
-					continue
+					return networkInspectRow{}, err
 				}
 				r := networkInspectRow{networkRow: toNetworkRow(resp.Network), Containers: []attachmentRow{}, Config: string(resp.Network.Config)}
 				for _, a := range resp.Attachments {
 					r.Containers = append(r.Containers, toAttachmentRow(a))
 				}
-				rows = append(rows, r)
-			}
-			if format == "" || format == "json" {
-				if err := writeJSON(g.stdout, rows); err != nil {
-					return err
-				}
-				return failed
-			}
-			for _, r := range rows {
-				if err := renderObject(g, format, r); err != nil {
-					return err
-				}
-			}
-			return failed
+				return r, nil
+			})
+			return renderObjects(g, format, rows, failed)
 		},
 	}
 	cmd.Flags().StringVarP(&format, "format", "f", "", "json (default) or a Go template such as '{{.Driver}}'")
@@ -339,7 +323,7 @@ func networkPruneCommand(g *globals) *cobra.Command {
 		Short: "remove every network berth created that no container uses (not the default one)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if !force && !confirmNetworkPrune(g) {
+			if !force && !confirmPrune(g, "all custom networks") {
 				return nil
 			}
 			nc, ctx, cancel, err := connectAPI(g, cmd.Context(), networksapi.NewNetworksClient)
@@ -360,12 +344,7 @@ func networkPruneCommand(g *globals) *cobra.Command {
 					Deleted []string `json:"deleted"`
 				}{deleted})
 			}
-			if len(deleted) > 0 {
-				fmt.Fprintln(g.stdout, "Deleted Networks:")
-				for _, n := range deleted {
-					fmt.Fprintln(g.stdout, n)
-				}
-			}
+			printDeleted(g.stdout, "Networks", deleted)
 			return nil
 		},
 	}
@@ -373,16 +352,4 @@ func networkPruneCommand(g *globals) *cobra.Command {
 	fl.BoolVarP(&force, "force", "f", false, "do not ask for confirmation")
 	fl.StringVar(&format, "format", "", "print the result as json or through a Go template")
 	return cmd
-}
-
-// confirmNetworkPrune asks on stdin, as docker does; only y or yes
-// proceeds.
-func confirmNetworkPrune(g *globals) bool {
-	fmt.Fprint(g.stdout, "WARNING! This will remove all custom networks not used by at least one container.\nAre you sure you want to continue? [y/N] ")
-	line, _ := bufio.NewReader(g.stdin).ReadString('\n')
-	switch strings.ToLower(strings.TrimSpace(line)) {
-	case "y", "yes":
-		return true
-	}
-	return false
 }

@@ -63,6 +63,47 @@ func render[T any](w io.Writer, format string, items []T, cols []column[T], quie
 	return &ExitError{Code: 125, Err: fmt.Errorf("--format %q: use table, json or a Go template such as '{{.ID}}'", format)}
 }
 
+// renderObject prints one object as indented JSON or through a template.
+func renderObject(g *globals, format string, v any) error {
+	if format == "json" {
+		return writeJSON(g.stdout, v)
+	}
+	if !strings.Contains(format, "{{") {
+		return usageError("--format %q: use json or a Go template such as '{{.Name}}'", format)
+	}
+	tmpl, err := template.New("format").Funcs(templateFuncs).Parse(format)
+	if err != nil {
+		return usageError("--format: %v", err)
+	}
+	if err := tmpl.Execute(g.stdout, v); err != nil {
+		return fmt.Errorf("--format: %w", err)
+	}
+	fmt.Fprintln(g.stdout)
+	return nil
+}
+
+// renderObjects prints what an inspect command found: one indented JSON
+// array (format "" or "json", [] when nothing was found) or each object
+// through a template. failed, the error of those not found, is returned
+// once the others are printed.
+func renderObjects[T any](g *globals, format string, items []T, failed error) error {
+	if format == "" || format == "json" {
+		if items == nil {
+			items = []T{}
+		}
+		if err := writeJSON(g.stdout, items); err != nil {
+			return err
+		}
+		return failed
+	}
+	for _, it := range items {
+		if err := renderObject(g, format, it); err != nil {
+			return err
+		}
+	}
+	return failed
+}
+
 var templateFuncs = template.FuncMap{
 	"json": func(v any) (string, error) {
 		b, err := json.Marshal(v)

@@ -1,8 +1,6 @@
 package cli
 
 import (
-	"fmt"
-
 	"github.com/spf13/cobra"
 
 	containersapi "github.com/berthd/berth/proto/berth/containers/v1"
@@ -68,14 +66,7 @@ func pruneCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if len(resp.Removed) > 0 {
-				fmt.Fprintln(g.stdout, "Deleted Containers:")
-				for _, id := range resp.Removed {
-					fmt.Fprintln(g.stdout, id)
-				}
-				fmt.Fprintln(g.stdout)
-			}
-			fmt.Fprintf(g.stdout, "Total reclaimed space: %s\n", humanSize(resp.Reclaimed))
+			printPruneReport(g.stdout, "Containers", resp.Removed, resp.Reclaimed)
 			return nil
 		},
 	}

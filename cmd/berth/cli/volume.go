@@ -1,12 +1,10 @@
 package cli
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"strings"
-	"text/template"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -140,25 +138,6 @@ func parseDriverOptions(args []string) (map[string]string, error) {
 	return out, nil
 }
 
-// renderObject prints one object as indented JSON or through a template.
-func renderObject(g *globals, format string, v any) error {
-	if format == "json" {
-		return writeJSON(g.stdout, v)
-	}
-	if !strings.Contains(format, "{{") {
-		return usageError("--format %q: use json or a Go template such as '{{.Name}}'", format)
-	}
-	tmpl, err := template.New("format").Funcs(templateFuncs).Parse(format)
-	if err != nil {
-		return usageError("--format: %v", err)
-	}
-	if err := tmpl.Execute(g.stdout, v); err != nil {
-		return fmt.Errorf("--format: %w", err)
-	}
-	fmt.Fprintln(g.stdout)
-	return nil
-}
-
 func volumeLsCommand(g *globals) *cobra.Command {
 	var format string
 	var quiet bool
@@ -210,32 +189,14 @@ func volumeInspectCommand(g *globals) *cobra.Command {
 				return err
 			}
 			defer cancel()
-			var rows []volumeRow
-			var failed error
-			for _, name := range args {
+			rows, failed := collectEach(g, args, func(name string) (volumeRow, error) {
 				resp, err := vc.Get(ctx, &volumesapi.GetVolumeRequest{Name: name})
 				if err != nil {
-					fmt.Fprintf(g.stderr, "berth: %s\n", describe(err, g.address))
-					failed = &ExitError{Code: 1}
-					continue
+					return volumeRow{}, err
 				}
-				rows = append(rows, toVolumeRow(resp.Volume))
-			}
-			if format == "" || format == "json" {
-				if rows == nil {
-					rows = []volumeRow{}
-				}
-				if err := writeJSON(g.stdout, rows); err != nil {
-					return err
-				}
-				return failed
-			}
-			for _, r := range rows {
-				if err := renderObject(g, format, r); err != nil {
-					return err
-				}
-			}
-			return failed
+				return toVolumeRow(resp.Volume), nil
+			})
+			return renderObjects(g, format, rows, failed)
 		},
 	}
 	cmd.Flags().StringVarP(&format, "format", "f", "", "output format: json or a Go template")
@@ -279,7 +240,7 @@ func volumePruneCommand(g *globals) *cobra.Command {
 		Short: "remove unused anonymous volumes (with --all, every unused volume)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if !force && !confirmVolumePrune(g, all) {
+			if !force && !confirmPrune(g, prunedVolumes(all)) {
 				return nil
 			}
 			vc, ctx, cancel, err := connectAPI(g, cmd.Context(), volumesapi.NewVolumesClient)
@@ -298,14 +259,7 @@ func volumePruneCommand(g *globals) *cobra.Command {
 			if format != "" {
 				return renderObject(g, format, res)
 			}
-			if len(res.Deleted) > 0 {
-				fmt.Fprintln(g.stdout, "Deleted Volumes:")
-				for _, n := range res.Deleted {
-					fmt.Fprintln(g.stdout, n)
-				}
-				fmt.Fprintln(g.stdout)
-			}
-			fmt.Fprintf(g.stdout, "Total reclaimed space: %s\n", humanSize(res.SpaceReclaimed))
+			printPruneReport(g.stdout, "Volumes", res.Deleted, res.SpaceReclaimed)
 			return nil
 		},
 	}
@@ -317,17 +271,10 @@ func volumePruneCommand(g *globals) *cobra.Command {
 	return cmd
 }
 
-// confirmVolumePrune asks on stdin, as docker does; only y or yes proceeds.
-func confirmVolumePrune(g *globals, all bool) bool {
-	what := "anonymous local volumes"
+// prunedVolumes names, for the prune warning, the volumes a prune takes.
+func prunedVolumes(all bool) string {
 	if all {
-		what = "all local volumes"
+		return "all local volumes"
 	}
-	fmt.Fprintf(g.stdout, "WARNING! This will remove %s not used by at least one container.\nAre you sure you want to continue? [y/N] ", what)
-	line, _ := bufio.NewReader(g.stdin).ReadString('\n')
-	switch strings.ToLower(strings.TrimSpace(line)) {
-	case "y", "yes":
-		return true
-	}
-	return false
+	return "anonymous local volumes"
 }
