@@ -481,7 +481,7 @@ func (m *Manager) Delete(ctx context.Context, id string) (Exit, error) {
 		resp = &taskapi.DeleteResponse{ExitStatus: 255, ExitedAt: timestamppb.Now()}
 	}
 	exit := deleteExit(resp)
-	if !t.setExpected() {
+	if !t.setDeleted() {
 		// Died right after deleting: the cleanup already ran.
 		m.forget(t)
 		return exit, nil

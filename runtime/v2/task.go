@@ -61,6 +61,9 @@ type Task struct {
 	// expected is set once a close of the connection is berthd's doing
 	// (Delete, shutdown): it is not a dead shim then.
 	expected bool
+	// deleted is set once the shim deleted the task: a call still under
+	// way when the shim then shuts down finds no task, not a lost shim.
+	deleted bool
 	// gone closes when the task's shim was found dead and cleaned up;
 	// exit then holds what is known of the end.
 	gone    chan struct{}
@@ -120,6 +123,12 @@ func (t *Task) call(f func() error) error {
 		return nil
 	}
 	if errors.Is(err, ttrpc.ErrClosed) {
+		t.mu.Lock()
+		deleted := t.deleted
+		t.mu.Unlock()
+		if deleted {
+			return fmt.Errorf("task %q was deleted: %w", t.id, errdefs.ErrNotFound)
+		}
 		return fmt.Errorf("shim of task %q: connection closed: %w", t.id, errdefs.ErrUnavailable)
 	}
 	return errgrpc.ToNative(err)
@@ -339,6 +348,15 @@ func (t *Task) setExpected() bool {
 	}
 	t.expected = true
 	return true
+}
+
+// setDeleted records that the shim deleted the task; like setExpected,
+// false when the shim died first.
+func (t *Task) setDeleted() bool {
+	t.mu.Lock()
+	t.deleted = true
+	t.mu.Unlock()
+	return t.setExpected()
 }
 
 // closeConn closes the shim connection and the shim log.

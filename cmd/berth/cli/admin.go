@@ -236,27 +236,13 @@ func namespacesCommand(g *globals) *cobra.Command {
 				return err
 			}
 			defer cancel()
-			if len(args) == 1 {
-				resp, err := nc.Get(ctx, &nsapi.GetNamespaceRequest{Name: args[0]})
-				if err != nil {
-					return err
-				}
-				printLabels(g, resp.Namespace.Labels)
-				return nil
-			}
-			lbls, err := parseLabels(args[1:])
-			if err != nil {
+			return printOrSetLabels(g, args, func(name string) (map[string]string, error) {
+				resp, err := nc.Get(ctx, &nsapi.GetNamespaceRequest{Name: name})
+				return resp.GetNamespace().GetLabels(), err
+			}, func(name string, labels map[string]string, mask *fieldmaskpb.FieldMask) error {
+				_, err := nc.Update(ctx, &nsapi.UpdateNamespaceRequest{Namespace: &nsapi.Namespace{Name: name, Labels: labels}, UpdateMask: mask})
 				return err
-			}
-			var paths []string
-			for k := range lbls {
-				paths = append(paths, "labels."+k)
-			}
-			_, err = nc.Update(ctx, &nsapi.UpdateNamespaceRequest{
-				Namespace:  &nsapi.Namespace{Name: args[0], Labels: lbls},
-				UpdateMask: &fieldmaskpb.FieldMask{Paths: paths},
 			})
-			return err
 		},
 	}
 	cmd.AddCommand(create, ls, rm, label)

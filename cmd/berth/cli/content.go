@@ -3,7 +3,6 @@ package cli
 import (
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	contentapi "github.com/containerd/containerd/api/services/content/v1"
@@ -126,39 +125,17 @@ func contentCommand(g *globals) *cobra.Command {
 				return err
 			}
 			defer cancel()
-			if len(args) == 1 {
-				resp, err := client.Info(ctx, &contentapi.InfoRequest{Digest: args[0]})
-				if err != nil {
-					return err
-				}
-				printLabels(g, resp.Info.Labels)
-				return nil
-			}
-			lbls, err := parseLabels(args[1:])
-			if err != nil {
+			return printOrSetLabels(g, args, func(d string) (map[string]string, error) {
+				resp, err := client.Info(ctx, &contentapi.InfoRequest{Digest: d})
+				return resp.GetInfo().GetLabels(), err
+			}, func(d string, labels map[string]string, mask *fieldmaskpb.FieldMask) error {
+				_, err := client.Update(ctx, &contentapi.UpdateRequest{Info: &contentapi.Info{Digest: d, Labels: labels}, UpdateMask: mask})
 				return err
-			}
-			var paths []string
-			for k := range lbls {
-				paths = append(paths, "labels."+k)
-			}
-			_, err = client.Update(ctx, &contentapi.UpdateRequest{
-				Info:       &contentapi.Info{Digest: args[0], Labels: lbls},
-				UpdateMask: &fieldmaskpb.FieldMask{Paths: paths},
 			})
-			return err
 		},
 	}
 	cmd.AddCommand(ls, get, rm, label)
 	return cmd
-}
-
-func printLabels(g *globals, m map[string]string) {
-	for _, kv := range strings.Split(labelString(m), ",") {
-		if kv != "" {
-			fmt.Fprintln(g.stdout, kv)
-		}
-	}
 }
 
 type leaseRow struct {

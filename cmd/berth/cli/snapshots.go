@@ -454,28 +454,15 @@ func (s *snapshotsCLI) labelCommand() *cobra.Command {
 				return err
 			}
 			defer cancel()
-			if len(args) == 1 {
-				resp, err := client.Stat(ctx, &snapshotsapi.StatSnapshotRequest{Snapshotter: s.snapshotter, Key: args[0]})
-				if err != nil {
-					return err
-				}
-				printLabels(s.g, resp.Info.Labels)
-				return nil
-			}
-			lbls, err := parseLabels(args[1:])
-			if err != nil {
+			return printOrSetLabels(s.g, args, func(key string) (map[string]string, error) {
+				resp, err := client.Stat(ctx, &snapshotsapi.StatSnapshotRequest{Snapshotter: s.snapshotter, Key: key})
+				return resp.GetInfo().GetLabels(), err
+			}, func(key string, labels map[string]string, mask *fieldmaskpb.FieldMask) error {
+				_, err := client.Update(ctx, &snapshotsapi.UpdateSnapshotRequest{
+					Snapshotter: s.snapshotter, Info: &snapshotsapi.Info{Name: key, Labels: labels}, UpdateMask: mask,
+				})
 				return err
-			}
-			paths := make([]string, 0, len(lbls))
-			for k := range lbls {
-				paths = append(paths, "labels."+k)
-			}
-			_, err = client.Update(ctx, &snapshotsapi.UpdateSnapshotRequest{
-				Snapshotter: s.snapshotter,
-				Info:        &snapshotsapi.Info{Name: args[0], Labels: lbls},
-				UpdateMask:  &fieldmaskpb.FieldMask{Paths: paths},
 			})
-			return err
 		},
 	}
 }

@@ -11,19 +11,6 @@ import (
 
 func sortStrings(s []string) { sort.Strings(s) }
 
-// parseLabels turns ["k=v", "k2"] into a map; a bare key gets "".
-func parseLabels(args []string) (map[string]string, error) {
-	out := map[string]string{}
-	for _, a := range args {
-		k, v, _ := strings.Cut(a, "=")
-		if k == "" {
-			return nil, &ExitError{Code: 125, Err: fmt.Errorf("label %q: key must not be empty", a)}
-		}
-		out[k] = v
-	}
-	return out, nil
-}
-
 // usageError is a command-line mistake: docker's exit code 125.
 func usageError(format string, args ...any) error {
 	return &ExitError{Code: 125, Err: fmt.Errorf(format, args...)}
