@@ -350,6 +350,29 @@ func (f *createFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringArrayVarP(&f.labels, "label", "l", nil, "label to set (K=V), repeatable")
 }
 
+// create is the body of prepare and view: create makes the snapshot with
+// the labels of --label, and its mounts print when --target is given.
+func (s *snapshotsCLI) create(cmd *cobra.Command, f *createFlags,
+	create func(ctx context.Context, client snapshotsapi.SnapshotsClient, labels map[string]string) ([]*types.Mount, error)) error {
+	lbls, err := parseLabels(f.labels)
+	if err != nil {
+		return err
+	}
+	client, ctx, cancel, err := s.connect(cmd)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	mounts, err := create(ctx, client, lbls)
+	if err != nil {
+		return err
+	}
+	if f.target != "" {
+		printMounts(s.g.stdout, f.target, mounts)
+	}
+	return nil
+}
+
 func (s *snapshotsCLI) prepareCommand() *cobra.Command {
 	var f createFlags
 	cmd := &cobra.Command{
@@ -362,27 +385,14 @@ func (s *snapshotsCLI) prepareCommand() *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			lbls, err := parseLabels(f.labels)
-			if err != nil {
-				return err
-			}
-			client, ctx, cancel, err := s.connect(cmd)
-			if err != nil {
-				return err
-			}
-			defer cancel()
 			parent := ""
 			if len(args) == 2 {
 				parent = args[1]
 			}
-			resp, err := client.Prepare(ctx, &snapshotsapi.PrepareSnapshotRequest{Snapshotter: s.snapshotter, Key: args[0], Parent: parent, Labels: lbls})
-			if err != nil {
-				return err
-			}
-			if f.target != "" {
-				printMounts(s.g.stdout, f.target, resp.Mounts)
-			}
-			return nil
+			return s.create(cmd, &f, func(ctx context.Context, client snapshotsapi.SnapshotsClient, labels map[string]string) ([]*types.Mount, error) {
+				resp, err := client.Prepare(ctx, &snapshotsapi.PrepareSnapshotRequest{Snapshotter: s.snapshotter, Key: args[0], Parent: parent, Labels: labels})
+				return resp.GetMounts(), err
+			})
 		},
 	}
 	f.add(cmd)
@@ -396,23 +406,10 @@ func (s *snapshotsCLI) viewCommand() *cobra.Command {
 		Short: "create a read-only snapshot of a committed parent",
 		Args:  exactArgs(2, "KEY PARENT"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			lbls, err := parseLabels(f.labels)
-			if err != nil {
-				return err
-			}
-			client, ctx, cancel, err := s.connect(cmd)
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			resp, err := client.View(ctx, &snapshotsapi.ViewSnapshotRequest{Snapshotter: s.snapshotter, Key: args[0], Parent: args[1], Labels: lbls})
-			if err != nil {
-				return err
-			}
-			if f.target != "" {
-				printMounts(s.g.stdout, f.target, resp.Mounts)
-			}
-			return nil
+			return s.create(cmd, &f, func(ctx context.Context, client snapshotsapi.SnapshotsClient, labels map[string]string) ([]*types.Mount, error) {
+				resp, err := client.View(ctx, &snapshotsapi.ViewSnapshotRequest{Snapshotter: s.snapshotter, Key: args[0], Parent: args[1], Labels: labels})
+				return resp.GetMounts(), err
+			})
 		},
 	}
 	f.add(cmd)
