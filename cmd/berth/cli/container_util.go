@@ -60,6 +60,20 @@ func forEach(g *globals, refs []string, fn func(ref string) error) error {
 	return eachArg(g, refs, func(ref string) error { return containerError(fn(ref)) })
 }
 
+// eachContainer is the RunE of the commands that make one call for each
+// container named (rm, kill, stop, pause, ...): it connects to berthd
+// and runs call through forEach.
+func eachContainer(g *globals, call func(ctx context.Context, api containersapi.ContainersClient, ref string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		api, ctx, cancel, err := connectAPI(g, cmd.Context(), containersapi.NewContainersClient)
+		if err != nil {
+			return err
+		}
+		defer cancel()
+		return forEach(g, args, func(ref string) error { return call(ctx, api, ref) })
+	}
+}
+
 // freeAddressShorthand lets cmd use -a for its own flag, as docker's
 // commands do (ps -a, start -a, cp -a): a hidden local --address flag on
 // the same variable takes the place of the global one, whose -a

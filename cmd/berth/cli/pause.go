@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"context"
+
 	"github.com/spf13/cobra"
 
 	containersapi "github.com/berthd/berth/proto/berth/containers/v1"
@@ -22,23 +24,15 @@ func pauseCommand(g *globals, pause bool) *cobra.Command {
 		Short:   short,
 		GroupID: "containers",
 		Args:    minArgs(1, "CONTAINER"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ctx, cancel, err := g.connect(cmd.Context())
-			if err != nil {
-				return err
+		RunE: eachContainer(g, func(ctx context.Context, api containersapi.ContainersClient, ref string) error {
+			req := &containersapi.ContainerRequest{Id: ref}
+			var err error
+			if pause {
+				_, err = api.Pause(ctx, req)
+			} else {
+				_, err = api.Unpause(ctx, req)
 			}
-			defer cancel()
-			api := containersClient(c)
-			return forEach(g, args, func(ref string) error {
-				req := &containersapi.ContainerRequest{Id: ref}
-				var err error
-				if pause {
-					_, err = api.Pause(ctx, req)
-				} else {
-					_, err = api.Unpause(ctx, req)
-				}
-				return err
-			})
-		},
+			return err
+		}),
 	}
 }

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"context"
+
 	"github.com/spf13/cobra"
 
 	containersapi "github.com/berthd/berth/proto/berth/containers/v1"
@@ -32,17 +34,10 @@ func rmCommand(g *globals) *cobra.Command {
 		Short:   "remove containers with their writable layer and logs",
 		GroupID: "containers",
 		Args:    minArgs(1, "CONTAINER"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ctx, cancel, err := g.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			return forEach(g, args, func(ref string) error {
-				_, err := containersClient(c).Remove(ctx, &containersapi.RemoveRequest{Id: ref, Force: force, Volumes: volumes})
-				return err
-			})
-		},
+		RunE: eachContainer(g, func(ctx context.Context, api containersapi.ContainersClient, ref string) error {
+			_, err := api.Remove(ctx, &containersapi.RemoveRequest{Id: ref, Force: force, Volumes: volumes})
+			return err
+		}),
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "kill running containers first")
 	cmd.Flags().BoolVarP(&volumes, "volumes", "v", false, "remove the containers' anonymous volumes too")

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"context"
+
 	"github.com/spf13/cobra"
 
 	containersapi "github.com/berthd/berth/proto/berth/containers/v1"
@@ -30,13 +32,7 @@ func stopCommand(g *globals, use string) *cobra.Command {
 			if timeout < -1 {
 				return usageError("invalid value %d for --time: want seconds >= 0", timeout)
 			}
-			c, ctx, cancel, err := g.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			api := containersClient(c)
-			return forEach(g, args, func(ref string) error {
+			return eachContainer(g, func(ctx context.Context, api containersapi.ContainersClient, ref string) error {
 				req := &containersapi.StopRequest{Id: ref, Timeout: int32(timeout), Signal: signal}
 				var err error
 				if use == "restart" {
@@ -45,7 +41,7 @@ func stopCommand(g *globals, use string) *cobra.Command {
 					_, err = api.Stop(ctx, req)
 				}
 				return err
-			})
+			})(cmd, args)
 		},
 	}
 	cmd.Flags().IntVarP(&timeout, "time", "t", -1, "seconds to wait before SIGKILL (default: the container's, 10)")
@@ -60,17 +56,10 @@ func killCommand(g *globals) *cobra.Command {
 		Short:   "send a signal (default SIGKILL) to running containers",
 		GroupID: "containers",
 		Args:    minArgs(1, "CONTAINER"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ctx, cancel, err := g.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			return forEach(g, args, func(ref string) error {
-				_, err := containersClient(c).Kill(ctx, &containersapi.KillRequest{Id: ref, Signal: signal})
-				return err
-			})
-		},
+		RunE: eachContainer(g, func(ctx context.Context, api containersapi.ContainersClient, ref string) error {
+			_, err := api.Kill(ctx, &containersapi.KillRequest{Id: ref, Signal: signal})
+			return err
+		}),
 	}
 	cmd.Flags().StringVarP(&signal, "signal", "s", "KILL", "signal to send, by name or number")
 	return cmd
