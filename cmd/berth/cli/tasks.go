@@ -101,12 +101,7 @@ func startTask(ctx context.Context, g *globals, c *Client, id string, o startOpt
 	if err != nil {
 		return err
 	}
-	var a *attachment
-	if o.detach {
-		a, err = attach(ctx, *fifos, nil, nil, nil)
-	} else {
-		a, err = attach(ctx, *fifos, g.stdin, g.stdout, g.stderr)
-	}
+	a, err := attachFIFOs(ctx, g, fifos, o.detach)
 	if err != nil {
 		fifos.remove()
 		return err
@@ -120,9 +115,7 @@ func startTask(ctx context.Context, g *globals, c *Client, id string, o startOpt
 		return err
 	}
 	if o.detach {
-		_, err := ts.Start(ctx, &tasksapi.StartRequest{ContainerID: id})
-		a.close()
-		return err
+		return startDetached(ctx, ts, a, id, "")
 	}
 	defer fifos.remove()
 	p := &process{g: g, ts: ts, id: id, tty: tty, a: a}
@@ -139,6 +132,23 @@ func startTask(ctx context.Context, g *globals, c *Client, id string, o startOpt
 		}
 	}
 	return exitCode(code)
+}
+
+// attachFIFOs connects the user's stdio to a new process's FIFOs; detached,
+// it only opens them, so that the process can start without a reader.
+func attachFIFOs(ctx context.Context, g *globals, fifos *fifoSet, detach bool) (*attachment, error) {
+	if detach {
+		return attach(ctx, *fifos, nil, nil, nil)
+	}
+	return attach(ctx, *fifos, g.stdin, g.stdout, g.stderr)
+}
+
+// startDetached starts a created process (execID "" for the init one) and
+// closes the CLI's ends of its FIFOs, leaving it to run on its own.
+func startDetached(ctx context.Context, ts tasksapi.TasksClient, a *attachment, id, execID string) error {
+	_, err := ts.Start(ctx, &tasksapi.StartRequest{ContainerID: id, ExecID: execID})
+	a.close()
+	return err
 }
 
 func exitCode(code uint32) error {
@@ -458,12 +468,7 @@ func execProcess(ctx context.Context, g *globals, c *Client, id string, args []s
 		return err
 	}
 	defer fifos.remove()
-	var a *attachment
-	if o.detach {
-		a, err = attach(ctx, *fifos, nil, nil, nil)
-	} else {
-		a, err = attach(ctx, *fifos, g.stdin, g.stdout, g.stderr)
-	}
+	a, err := attachFIFOs(ctx, g, fifos, o.detach)
 	if err != nil {
 		return err
 	}
@@ -476,9 +481,7 @@ func execProcess(ctx context.Context, g *globals, c *Client, id string, args []s
 		return err
 	}
 	if o.detach {
-		_, err := ts.Start(ctx, &tasksapi.StartRequest{ContainerID: id, ExecID: o.execID})
-		a.close()
-		return err
+		return startDetached(ctx, ts, a, id, o.execID)
 	}
 	p := &process{g: g, ts: ts, id: id, execID: o.execID, tty: o.tty, a: a}
 	code, err := p.run(ctx)
