@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 
@@ -139,6 +140,25 @@ func connectAPI[T any](g *globals, parent context.Context, newClient func(grpc.C
 		return none, nil, nil, err
 	}
 	return newClient(c.Conn()), ctx, cancel, nil
+}
+
+// recvEach receives a server stream's messages until it ends, handing
+// each to f; it stops at the first error of either. f's errors are the
+// CLI's own (writes, templates), which containerError passes unchanged,
+// so callers may map the result whole.
+func recvEach[T any](stream interface{ Recv() (T, error) }, f func(T) error) error {
+	for {
+		m, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := f(m); err != nil {
+			return err
+		}
+	}
 }
 
 // isConnectError reports whether err means berthd could not be reached.

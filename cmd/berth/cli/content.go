@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"io"
 	"time"
 
 	contentapi "github.com/containerd/containerd/api/services/content/v1"
@@ -45,17 +44,14 @@ func contentCommand(g *globals) *cobra.Command {
 				return err
 			}
 			var rows []contentRow
-			for {
-				resp, err := stream.Recv()
-				if err == io.EOF {
-					break
-				}
-				if err != nil {
-					return err
-				}
+			err = recvEach(stream, func(resp *contentapi.ListContentResponse) error {
 				for _, i := range resp.Info {
 					rows = append(rows, contentRow{i.Digest, i.Size, i.CreatedAt.AsTime(), i.Labels})
 				}
+				return nil
+			})
+			if err != nil {
+				return err
 			}
 			return render(g.stdout, format, rows, []column[contentRow]{
 				{"DIGEST", func(r contentRow) string { return r.Digest }},
@@ -82,18 +78,10 @@ func contentCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			for {
-				resp, err := stream.Recv()
-				if err == io.EOF {
-					return nil
-				}
-				if err != nil {
-					return err
-				}
-				if _, err := g.stdout.Write(resp.Data); err != nil {
-					return err
-				}
-			}
+			return recvEach(stream, func(resp *contentapi.ReadContentResponse) error {
+				_, err := g.stdout.Write(resp.Data)
+				return err
+			})
 		},
 	}
 

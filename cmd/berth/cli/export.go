@@ -1,8 +1,6 @@
 package cli
 
 import (
-	"errors"
-	"io"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -46,17 +44,12 @@ func exportCommand(g *globals) *cobra.Command {
 				defer f.Close()
 				out = f
 			}
-			for {
-				m, err := st.Recv()
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				if err != nil {
-					return containerError(err)
-				}
-				if _, err := out.Write(m.Data); err != nil {
-					return err
-				}
+			err = recvEach(st, func(m *containersapi.Chunk) error {
+				_, err := out.Write(m.Data)
+				return err
+			})
+			if err != nil {
+				return containerError(err)
 			}
 			if f != nil {
 				if err := f.Close(); err != nil {

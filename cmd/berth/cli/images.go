@@ -425,17 +425,12 @@ func imagesExportCommand(g *globals, use string) *cobra.Command {
 				}()
 				w = f
 			}
-			for {
-				resp, err := stream.Recv()
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				if err != nil {
-					return err
-				}
-				if _, err := w.Write(resp.Data); err != nil {
-					return err
-				}
+			err = recvEach(stream, func(resp *berthimages.ExportResponse) error {
+				_, err := w.Write(resp.Data)
+				return err
+			})
+			if err != nil {
+				return err
 			}
 			if tmp != "" {
 				// Only a complete archive takes the output's name.

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"errors"
-	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -60,18 +59,7 @@ func logsCommand(g *globals) *cobra.Command {
 				return containerError(err)
 			}
 			w := newLogWriter(g, timestamps)
-			for {
-				e, err := st.Recv()
-				if errors.Is(err, io.EOF) {
-					return nil
-				}
-				if err != nil {
-					return containerError(err)
-				}
-				if err := w.write(e); err != nil {
-					return err
-				}
-			}
+			return containerError(recvEach(st, w.write))
 		},
 	}
 	fl := cmd.Flags()

@@ -111,17 +111,14 @@ func list(ctx context.Context, client snapshotsapi.SnapshotsClient, snapshotter 
 		return nil, err
 	}
 	var rows []snapshotRow
-	for {
-		resp, err := stream.Recv()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, err
-		}
+	err = recvEach(stream, func(resp *snapshotsapi.ListSnapshotsResponse) error {
 		for _, i := range resp.Info {
 			rows = append(rows, toSnapshotRow(i))
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	sort.Slice(rows, func(i, j int) bool { return rows[i].Name < rows[j].Name })
 	return rows, nil

@@ -1,9 +1,7 @@
 package cli
 
 import (
-	"errors"
 	"fmt"
-	"io"
 
 	"github.com/spf13/cobra"
 
@@ -49,22 +47,13 @@ func statsCommand(g *globals) *cobra.Command {
 				return containerError(err)
 			}
 			clear := !noStream && isTerminal(g.stdout) && format == "table"
-			for {
-				resp, err := st.Recv()
-				if errors.Is(err, io.EOF) {
-					return nil
-				}
-				if err != nil {
-					return containerError(err)
-				}
+			return containerError(recvEach(st, func(resp *containersapi.StatsResponse) error {
 				if clear {
 					// Redraw in place: cursor home, clear screen.
 					fmt.Fprint(g.stdout, "\033[H\033[2J")
 				}
-				if err := printStats(g, resp.Stats, format); err != nil {
-					return err
-				}
-			}
+				return printStats(g, resp.Stats, format)
+			}))
 		},
 	}
 	freeAddressShorthand(cmd, g)
