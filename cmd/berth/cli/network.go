@@ -143,11 +143,7 @@ func networkCreateCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if format == "" {
-				fmt.Fprintln(g.stdout, resp.Network.Id)
-				return nil
-			}
-			return renderObject(g, format, toNetworkRow(resp.Network))
+			return printCreated(g, format, resp.Network.Id, toNetworkRow(resp.Network))
 		},
 	}
 	fl := cmd.Flags()

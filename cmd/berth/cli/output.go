@@ -82,6 +82,16 @@ func renderObject(g *globals, format string, v any) error {
 	return nil
 }
 
+// printCreated prints what a create command made: its name (or ID), or
+// with --format the object itself.
+func printCreated(g *globals, format, name string, v any) error {
+	if format == "" {
+		fmt.Fprintln(g.stdout, name)
+		return nil
+	}
+	return renderObject(g, format, v)
+}
+
 // renderObjects prints what an inspect command found: one indented JSON
 // array (format "" or "json", [] when nothing was found) or each object
 // through a template. failed, the error of those not found, is returned

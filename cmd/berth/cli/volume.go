@@ -96,11 +96,7 @@ func volumeCreateCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if format == "" {
-				fmt.Fprintln(g.stdout, resp.Volume.Name)
-				return nil
-			}
-			return renderObject(g, format, toVolumeRow(resp.Volume))
+			return printCreated(g, format, resp.Volume.Name, toVolumeRow(resp.Volume))
 		},
 	}
 	fl := cmd.Flags()
