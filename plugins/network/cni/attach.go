@@ -88,22 +88,28 @@ func (m *Manager) Attach(ctx context.Context, req network.AttachRequest) (*netwo
 	if err != nil {
 		return nil, err
 	}
+	// The network's lock covers what berth shares between its attachments
+	// (ports, interface names, the network's rules), not the plugins' ADD:
+	// they lock what they share themselves (host-local its store, iptables
+	// its xtables lock; the bridge is made if missing), so attachments to
+	// one network are added side by side. A teardown of the network's last
+	// attachment meanwhile sees this one and keeps the rules.
 	unlockNet := m.locks.lock("net:" + n.Name)
-	defer unlockNet()
 	rec, err := m.beginAttach(ns, req, n, path)
 	if err != nil {
+		unlockNet()
 		return nil, err
 	}
-	if err := m.add(rec, n, req); err != nil {
-		if terr := m.teardown(rec); terr != nil {
-			slog.Warn("undo failed attachment", "container", ns+"/"+req.ContainerID, "network", n.Name, "error", terr)
-		}
-		return nil, err
+	err = m.ensureNetworkRules(n)
+	unlockNet()
+	if err == nil {
+		err = m.add(rec, n, req)
 	}
-	if err := m.finishAttach(rec, sb); err != nil {
-		if terr := m.teardown(rec); terr != nil {
-			slog.Warn("undo unrecorded attachment", "container", ns+"/"+req.ContainerID, "network", n.Name, "error", terr)
-		}
+	if err == nil {
+		err = m.finishAttach(rec, sb)
+	}
+	if err != nil {
+		m.undoAttach(rec)
 		return nil, err
 	}
 	if sb != nil {
@@ -230,12 +236,17 @@ func (m *Manager) pickIfName(ns, id, want string) (string, error) {
 	}
 }
 
-// add installs the network's rules if it is the network's first
-// attachment, then runs the plugins' ADD.
-func (m *Manager) add(rec *attachmentRecord, n *network.Network, req network.AttachRequest) error {
-	if err := m.ensureNetworkRules(n); err != nil {
-		return fmt.Errorf("attach %s/%s to network %s: %w", rec.Namespace, rec.ContainerID, n.Name, err)
+// undoAttach tears down an attachment that failed half-way.
+func (m *Manager) undoAttach(rec *attachmentRecord) {
+	unlock := m.locks.lock("net:" + rec.Network)
+	defer unlock()
+	if err := m.teardown(rec); err != nil {
+		slog.Warn("undo failed attachment", "container", rec.Namespace+"/"+rec.ContainerID, "network", rec.Network, "error", err)
 	}
+}
+
+// add runs the plugins' ADD.
+func (m *Manager) add(rec *attachmentRecord, n *network.Network, req network.AttachRequest) error {
 	list, err := libcni.NetworkConfFromBytes(rec.Config)
 	if err != nil {
 		return fmt.Errorf("network %s configuration: %w", n.Name, err)
