@@ -17,17 +17,13 @@ func eachArg(g *globals, args []string, f func(string) error) error {
 // each success (as soon as it has it) and each failure's error; the
 // command fails if any did.
 func reportEach(g *globals, args []string, f func(string) (string, error)) error {
-	var failed error
-	for _, a := range args {
+	return tryEach(g, args, func(a string) error {
 		line, err := f(a)
-		if err != nil {
-			fmt.Fprintf(g.stderr, "berth: %s\n", describe(err, g.address))
-			failed = &ExitError{Code: 1}
-			continue
+		if err == nil {
+			fmt.Fprintln(g.stdout, line)
 		}
-		fmt.Fprintln(g.stdout, line)
-	}
-	return failed
+		return err
+	})
 }
 
 // collectEach runs f for every argument and returns the results of those
@@ -35,17 +31,27 @@ func reportEach(g *globals, args []string, f func(string) (string, error)) error
 // (exit status 1) says whether any failed.
 func collectEach[T any](g *globals, args []string, f func(string) (T, error)) ([]T, error) {
 	var out []T
+	failed := tryEach(g, args, func(a string) error {
+		v, err := f(a)
+		if err == nil {
+			out = append(out, v)
+		}
+		return err
+	})
+	return out, failed
+}
+
+// tryEach runs f for every argument, printing each failure's error; the
+// command fails if any did.
+func tryEach(g *globals, args []string, f func(string) error) error {
 	var failed error
 	for _, a := range args {
-		v, err := f(a)
-		if err != nil {
+		if err := f(a); err != nil {
 			fmt.Fprintf(g.stderr, "berth: %s\n", describe(err, g.address))
 			failed = &ExitError{Code: 1}
-			continue
 		}
-		out = append(out, v)
 	}
-	return out, failed
+	return failed
 }
 
 // eachArgQuiet runs f for every argument, printing nothing for a success

@@ -347,8 +347,9 @@ func (f *createFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringArrayVarP(&f.labels, "label", "l", nil, "label to set (K=V), repeatable")
 }
 
-// create is the body of prepare and view: create makes the snapshot with
-// the labels of --label, and its mounts print when --target is given.
+// create is the body of prepare, view and commit: create makes the
+// snapshot with the labels of --label, and its mounts print when --target
+// is given (commit has no --target).
 func (s *snapshotsCLI) create(cmd *cobra.Command, f *createFlags,
 	create func(ctx context.Context, client snapshotsapi.SnapshotsClient, labels map[string]string) ([]*types.Mount, error)) error {
 	lbls, err := parseLabels(f.labels)
@@ -414,26 +415,19 @@ func (s *snapshotsCLI) viewCommand() *cobra.Command {
 }
 
 func (s *snapshotsCLI) commitCommand() *cobra.Command {
-	var labels []string
+	var f createFlags
 	cmd := &cobra.Command{
 		Use:   "commit NAME KEY",
 		Short: "commit the active snapshot KEY as the read-only snapshot NAME",
 		Args:  exactArgs(2, "NAME KEY"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			lbls, err := parseLabels(labels)
-			if err != nil {
-				return err
-			}
-			client, ctx, cancel, err := s.connect(cmd)
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			_, err = client.Commit(ctx, &snapshotsapi.CommitSnapshotRequest{Snapshotter: s.snapshotter, Name: args[0], Key: args[1], Labels: lbls})
-			return err
+			return s.create(cmd, &f, func(ctx context.Context, client snapshotsapi.SnapshotsClient, labels map[string]string) ([]*types.Mount, error) {
+				_, err := client.Commit(ctx, &snapshotsapi.CommitSnapshotRequest{Snapshotter: s.snapshotter, Name: args[0], Key: args[1], Labels: labels})
+				return nil, err
+			})
 		},
 	}
-	cmd.Flags().StringArrayVarP(&labels, "label", "l", nil, "label to set (K=V), repeatable")
+	cmd.Flags().StringArrayVarP(&f.labels, "label", "l", nil, "label to set (K=V), repeatable")
 	return cmd
 }
 
