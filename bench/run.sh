@@ -7,7 +7,8 @@
 #   - the same with the ctr-style berth CLI (containers create + tasks
 #     start --rm: two processes);
 #   - `ctr run --rm` against berthd (berth's shim and Debian's) and against
-#     Debian's containerd 1.6 (its own shim): the same client both sides.
+#     Debian's containerd 1.6 (its own shim): the same client both sides;
+#     also with --seccomp, as berth's spec always has the default profile.
 #
 #   sudo bash bench/run.sh            # N=30
 #   N=100 BERTH_BIN_DIR=bin bash bench/run.sh
@@ -65,6 +66,9 @@ run_runc_split() {
 	runc --root "$BENCH_TMP/runc" start "split-$1"
 }
 run_ctr_containerd() { ctr -a "$C/c.sock" run --rm "$IMAGE" "c-$1" true; }
+# ctr's default spec has no seccomp filter, berth's has the default profile
+# (runc spends about 12 ms compiling it): the same work on both sides.
+run_ctr_containerd_seccomp() { ctr -a "$C/c.sock" run --rm --seccomp "$IMAGE" "cs-$1" true; }
 run_ctr_berth() { ctr -a "$B/b.sock" run --rm --runtime io.berth.runc.v2 "$IMAGE" "b-$1" true; }
 run_ctr_berth_ctrdshim() { ctr -a "$B/b.sock" run --rm --runtime io.containerd.runc.v2 "$IMAGE" "bc-$1" true; }
 run_berth_cli() { "${BERTH[@]}" containers create busybox "cli-$1" true && "${BERTH[@]}" tasks start --rm "cli-$1"; }
@@ -79,6 +83,7 @@ CLI=$(median run_berth_cli {})
 CTR_BERTH=$(median run_ctr_berth {})
 CTR_BERTH_CS=$(median run_ctr_berth_ctrdshim {})
 CTR_CTRD=$(median run_ctr_containerd {})
+CTR_CTRD_SC=$(median run_ctr_containerd_seccomp {})
 
 printf '%-52s %8s\n' "bare runc run (same spec)" "$RUNC"
 printf '%-52s %8s\n' "runc create + runc start (the shim v2 floor)" "$SPLIT"
@@ -88,8 +93,10 @@ printf '%-52s %8s\n' "berth CLI: containers create + tasks start --rm" "$CLI"
 printf '%-52s %8s\n' "ctr run --rm on berthd, berth shim" "$CTR_BERTH"
 printf '%-52s %8s\n' "ctr run --rm on berthd, containerd-shim-runc-v2" "$CTR_BERTH_CS"
 printf '%-52s %8s\n' "ctr run --rm on containerd 1.6" "$CTR_CTRD"
+printf '%-52s %8s\n' "ctr run --rm --seccomp on containerd 1.6" "$CTR_CTRD_SC"
 echo
 echo "berth API / bare runc:             $(ratio "$API" "$RUNC")   (target < 2)"
 echo "berth API / ctr on containerd:     $(ratio "$API" "$CTR_CTRD")   (target < 0.5)"
+echo "  same seccomp profile both sides:  $(ratio "$API" "$CTR_CTRD_SC")"
 echo "ctr on berthd / ctr on containerd: $(ratio "$CTR_BERTH" "$CTR_CTRD")   (same client)"
 echo "shim v2 floor / ctr on containerd: $(ratio "$SPLIT" "$CTR_CTRD")   (the best any runc shim could do)"
