@@ -33,14 +33,19 @@ const maxConfSize = 1 << 20
 // berthMeta is the "berth" object berth adds to the lists it writes; CNI
 // ignores unknown top-level keys.
 type berthMeta struct {
-	ID       string            `json:"id"`
-	Driver   string            `json:"driver"`
-	Internal bool              `json:"internal,omitempty"`
-	DNS      bool              `json:"dns,omitempty"`
-	Default  bool              `json:"default,omitempty"`
-	Labels   map[string]string `json:"labels,omitempty"`
-	Options  map[string]string `json:"options,omitempty"`
-	Created  time.Time         `json:"created"`
+	ID       string `json:"id"`
+	Driver   string `json:"driver"`
+	Internal bool   `json:"internal,omitempty"`
+	// Masquerade says berth masquerades the network's outbound traffic
+	// itself (one nat rule per network, see masqRules) and the bridge
+	// plugin's ipMasq is off. Lists written before berth did so lack it
+	// and keep the plugin's.
+	Masquerade bool              `json:"masquerade,omitempty"`
+	DNS        bool              `json:"dns,omitempty"`
+	Default    bool              `json:"default,omitempty"`
+	Labels     map[string]string `json:"labels,omitempty"`
+	Options    map[string]string `json:"options,omitempty"`
+	Created    time.Time         `json:"created"`
 }
 
 var nameRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
@@ -293,6 +298,10 @@ func managedList(name string, meta berthMeta, subnet netip.Prefix, gateway netip
 	var plugins []any
 	switch meta.Driver {
 	case network.DriverBridge:
+		// berth masquerades IPv4 networks itself; the bridge plugin's
+		// ipMasq would add a chain and some fifteen iptables runs to
+		// every container's start and stop.
+		meta.Masquerade = !meta.Internal && subnet.Addr().Is4()
 		br := map[string]any{
 			"type":      "bridge",
 			"bridge":    meta.Options[network.OptionBridge],
@@ -301,7 +310,7 @@ func managedList(name string, meta berthMeta, subnet netip.Prefix, gateway netip
 			// (the embedded DNS answers there) but get no default route
 			// and no masquerading.
 			"isDefaultGateway": !meta.Internal,
-			"ipMasq":           !meta.Internal,
+			"ipMasq":           !meta.Internal && !meta.Masquerade,
 			// Hairpin lets a container reach its own published port
 			// through the host.
 			"hairpinMode":  true,
@@ -341,6 +350,20 @@ func managedList(name string, meta berthMeta, subnet netip.Prefix, gateway netip
 		"berth":      meta,
 		"plugins":    plugins,
 	}, "", "  ")
+}
+
+// masquerades reports whether berth masquerades n itself: the "berth"
+// object of its list says so.
+func masquerades(n *network.Network) bool {
+	if !n.Managed() {
+		return false
+	}
+	var list struct {
+		Berth struct {
+			Masquerade bool `json:"masquerade"`
+		} `json:"berth"`
+	}
+	return json.Unmarshal(n.Config, &list) == nil && list.Berth.Masquerade
 }
 
 func addMTU(p map[string]any, opts map[string]string) {

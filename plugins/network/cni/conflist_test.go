@@ -45,12 +45,17 @@ func TestParseNetworkFiles(t *testing.T) {
 		m.Labels["k"] != "v" || !m.CreatedAt.Equal(meta.Created) || strings.Join(m.Plugins, ",") != "bridge,portmap" {
 		t.Errorf("berth's list = %+v", m)
 	}
+	// berth masquerades the network itself, not the bridge plugin per
+	// container.
+	if !masquerades(m) || !strings.Contains(string(data), `"masquerade": true`) || !strings.Contains(string(data), `"ipMasq": false`) {
+		t.Errorf("a managed IPv4 bridge network is masqueraded by berth, not the plugin:\n%s", data)
+	}
 
 	internal := meta
 	internal.Internal = true
 	data, _ = managedList("int", internal, netip.MustParsePrefix("10.7.0.0/24"), netip.MustParseAddr("10.7.0.1"), "/x")
 	in, _ := parseNetwork(data, "f")
-	if in.Ports || !in.Internal || !strings.Contains(string(data), `"ipMasq": false`) || !strings.Contains(string(data), `"isDefaultGateway": false`) {
+	if in.Ports || !in.Internal || masquerades(in) || !strings.Contains(string(data), `"ipMasq": false`) || !strings.Contains(string(data), `"isDefaultGateway": false`) || strings.Contains(string(data), `"masquerade"`) {
 		t.Errorf("internal list:\n%s", data)
 	}
 

@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os/exec"
+	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -29,11 +31,26 @@ import (
 //	  -m conntrack --ctstate DNAT -j ACCEPT       published ports
 //	  -j DROP                                     other networks, the outside
 //
-// A network's rules exist while it has attachments.
-const forwardChain = "BERTH-FORWARD"
+// and, in the nat table, for the networks berth masquerades itself (see
+// masquerades):
+//
+//	POSTROUTING -> BERTH-POSTROUTING              (shared, never removed)
+//	BERTH-POSTROUTING:
+//	  -s <subnet> ! -o <bridge> -j MASQUERADE     traffic leaving the network
+//
+// One rule per network rather than the bridge plugin's chain per
+// container: the plugin's ipMasq costs some fifteen iptables runs per
+// container start and stop.
+//
+// A network's rules exist while it has attachments, and a short while
+// after (see ruleGrace).
+const (
+	forwardChain     = "BERTH-FORWARD"
+	postroutingChain = "BERTH-POSTROUTING"
+)
 
 // iptablesMu serialises berth's own rule changes within this process (the
-// shared chain's creation in particular).
+// shared chains' creation in particular).
 var iptablesMu sync.Mutex
 
 func iptables(args ...string) (string, error) {
@@ -72,42 +89,79 @@ func networkChain(bridge string) string {
 	return "BERTH-" + hex.EncodeToString(sum[:])[:12]
 }
 
-// filterState is the filter table as iptables -S prints it.
-type filterState struct {
+// tableState is one table as iptables-save prints it.
+type tableState struct {
 	chains map[string]bool
 	rules  map[string]int // "-A CHAIN ..." -> how many times
 }
 
-func readFilter() (filterState, error) {
-	out, err := iptables("-S")
-	if err != nil {
-		return filterState{}, err
-	}
-	st := filterState{chains: map[string]bool{}, rules: map[string]int{}}
-	for _, line := range strings.Split(out, "\n") {
-		switch {
-		case strings.HasPrefix(line, "-N "):
-			st.chains[strings.TrimPrefix(line, "-N ")] = true
-		case strings.HasPrefix(line, "-A "):
-			st.rules[line]++
-		}
-	}
-	return st, nil
+// ruleState is the filter and nat tables.
+type ruleState struct {
+	filter, nat tableState
 }
 
-// restore applies lines to the filter table in one transaction (one
-// process, atomic with the nftables backend), leaving everything else as
-// it is.
-func restore(lines []string) error {
-	if len(lines) == 0 {
+// readRules reads the filter and nat tables in one iptables-save run
+// (the other tables it prints are skipped).
+func readRules() (ruleState, error) {
+	cmd := exec.Command("iptables-save")
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return ruleState{}, fmt.Errorf("iptables-save: %v: %s", err, strings.TrimSpace(errb.String()))
+	}
+	return parseSave(out.String()), nil
+}
+
+// parseSave reads the filter and nat tables of iptables-save's output.
+func parseSave(out string) ruleState {
+	st := ruleState{
+		filter: tableState{chains: map[string]bool{}, rules: map[string]int{}},
+		nat:    tableState{chains: map[string]bool{}, rules: map[string]int{}},
+	}
+	var cur *tableState
+	for _, line := range strings.Split(out, "\n") {
+		switch {
+		case strings.HasPrefix(line, "*"):
+			switch strings.TrimPrefix(line, "*") {
+			case "filter":
+				cur = &st.filter
+			case "nat":
+				cur = &st.nat
+			default:
+				cur = nil
+			}
+		case cur == nil:
+		case strings.HasPrefix(line, ":"):
+			if name, _, ok := strings.Cut(line[1:], " "); ok {
+				cur.chains[name] = true
+			}
+		case strings.HasPrefix(line, "-A "):
+			cur.rules[line]++
+		}
+	}
+	return st
+}
+
+// restore applies lines to the filter and nat tables in one
+// iptables-restore run, leaving everything else as it is.
+func restore(filter, nat []string) error {
+	var in strings.Builder
+	for _, t := range []struct {
+		name  string
+		lines []string
+	}{{"filter", filter}, {"nat", nat}} {
+		if len(t.lines) > 0 {
+			in.WriteString("*" + t.name + "\n" + strings.Join(t.lines, "\n") + "\nCOMMIT\n")
+		}
+	}
+	if in.Len() == 0 {
 		return nil
 	}
-	in := "*filter\n" + strings.Join(lines, "\n") + "\nCOMMIT\n"
 	return retryBusy(func() error {
 		cmd := exec.Command("iptables-restore", "-w", "10", "--noflush")
-		cmd.Stdin = strings.NewReader(in)
+		cmd.Stdin = strings.NewReader(in.String())
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("iptables-restore: %v: %s\ninput:\n%s", err, strings.TrimSpace(string(out)), in)
+			return fmt.Errorf("iptables-restore: %v: %s\ninput:\n%s", err, strings.TrimSpace(string(out)), in.String())
 		}
 		return nil
 	})
@@ -121,16 +175,21 @@ func outboundVerdict(n *network.Network) string {
 }
 
 // ensureRules installs n's rules; it is idempotent and repairs partial
-// rule sets. It reads the table once and writes the difference in one
+// rule sets. It reads the tables once and writes the difference in one
 // transaction: a network's first container pays two iptables runs, not
 // a dozen.
 func ensureRules(n *network.Network) error {
 	iptablesMu.Lock()
 	defer iptablesMu.Unlock()
-	st, err := readFilter()
+	st, err := readRules()
 	if err != nil {
 		return err
 	}
+	return restore(filterLines(n, st.filter), natLines(n, st.nat))
+}
+
+// filterLines are the changes that make the filter table hold n's rules.
+func filterLines(n *network.Network, st tableState) []string {
 	chain := networkChain(n.Bridge)
 	var lines []string
 	if !st.chains[forwardChain] {
@@ -159,37 +218,114 @@ func ensureRules(n *network.Network) error {
 		case v == outboundVerdict(n) && st.rules[out] == 0:
 			lines = append(lines, out)
 		case v != outboundVerdict(n):
-			for i := 0; i < st.rules[out]; i++ {
-				lines = append(lines, "-D"+strings.TrimPrefix(out, "-A"))
-			}
+			lines = append(lines, deletions(out, st.rules[out])...)
 		}
 	}
-	return restore(lines)
+	return lines
 }
 
-// removeRules deletes n's rules; missing ones are not an error.
+// masqRules are the nat rules berth keeps for n: one per IPv4 subnet of
+// a network whose list says berth masquerades it (the bridge plugin's
+// ipMasq is off there; lists written before berth masqueraded keep the
+// plugin's). Traffic from the network that leaves it is masqueraded;
+// traffic staying on the bridge is not, as with the plugin.
+func masqRules(n *network.Network) []string {
+	if n.Internal || !masquerades(n) {
+		return nil
+	}
+	var out []string
+	for _, s := range n.Subnets {
+		if s.Subnet.Addr().Is4() {
+			out = append(out, "-A "+postroutingChain+" -s "+s.Subnet.String()+" ! -o "+n.Bridge+" -j MASQUERADE")
+		}
+	}
+	return out
+}
+
+// isMasqOf reports whether a nat rule is berth's masquerade rule of the
+// bridge, whatever its subnet.
+func isMasqOf(rule, bridge string) bool {
+	return strings.HasPrefix(rule, "-A "+postroutingChain+" ") && strings.HasSuffix(rule, " ! -o "+bridge+" -j MASQUERADE")
+}
+
+// natLines are the changes that make the nat table hold n's rules and
+// no other masquerade rule of its bridge (a subnet or flag edited by
+// hand, a duplicate).
+func natLines(n *network.Network, st tableState) []string {
+	want := masqRules(n)
+	var lines []string
+	if len(want) > 0 {
+		if !st.chains[postroutingChain] {
+			lines = append(lines, ":"+postroutingChain+" - [0:0]")
+		}
+		if st.rules["-A POSTROUTING -j "+postroutingChain] == 0 {
+			lines = append(lines, "-A POSTROUTING -j "+postroutingChain)
+		}
+	}
+	for _, r := range sortedRules(st) {
+		if !isMasqOf(r, n.Bridge) {
+			continue
+		}
+		extra := st.rules[r]
+		if slices.Contains(want, r) {
+			extra--
+		}
+		lines = append(lines, deletions(r, extra)...)
+	}
+	for _, r := range want {
+		if st.rules[r] == 0 {
+			lines = append(lines, r)
+		}
+	}
+	return lines
+}
+
+// deletions deletes an "-A ..." rule count times.
+func deletions(rule string, count int) []string {
+	var out []string
+	for i := 0; i < count; i++ {
+		out = append(out, "-D"+strings.TrimPrefix(rule, "-A"))
+	}
+	return out
+}
+
+func sortedRules(st tableState) []string {
+	out := make([]string, 0, len(st.rules))
+	for r := range st.rules {
+		out = append(out, r)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// removeRules deletes n's rules, its masquerade rule included; missing
+// ones are not an error.
 func removeRules(n *network.Network) error {
 	iptablesMu.Lock()
 	defer iptablesMu.Unlock()
-	st, err := readFilter()
+	st, err := readRules()
 	if err != nil {
 		return err
 	}
 	chain := networkChain(n.Bridge)
-	var lines []string
+	var filter []string
 	for _, r := range []string{
 		"-A " + forwardChain + " -o " + n.Bridge + " -j " + chain,
 		"-A " + forwardChain + " -i " + n.Bridge + " -j ACCEPT",
 		"-A " + forwardChain + " -i " + n.Bridge + " -j DROP",
 	} {
-		for i := 0; i < st.rules[r]; i++ {
-			lines = append(lines, "-D"+strings.TrimPrefix(r, "-A"))
+		filter = append(filter, deletions(r, st.filter.rules[r])...)
+	}
+	if st.filter.chains[chain] {
+		filter = append(filter, "-F "+chain, "-X "+chain)
+	}
+	var nat []string
+	for _, r := range sortedRules(st.nat) {
+		if isMasqOf(r, n.Bridge) {
+			nat = append(nat, deletions(r, st.nat.rules[r])...)
 		}
 	}
-	if st.chains[chain] {
-		lines = append(lines, "-F "+chain, "-X "+chain)
-	}
-	return restore(lines)
+	return restore(filter, nat)
 }
 
 // sweepNAT removes nat rules the CNI plugins tagged with cniID (the

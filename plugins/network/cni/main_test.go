@@ -7,10 +7,11 @@ import (
 )
 
 // sharedChains are the chains meant to outlive every network: berth's
-// BERTH-FORWARD and portmap's top-level ones, with the rules that jump to
-// them.
+// BERTH-FORWARD and BERTH-POSTROUTING and portmap's top-level ones, with
+// the rules that jump to them.
 var sharedChains = []struct{ table, chain string }{
 	{"filter", forwardChain},
+	{"nat", postroutingChain},
 	{"nat", "CNI-HOSTPORT-DNAT"},
 	{"nat", "CNI-HOSTPORT-MASQ"},
 	{"nat", "CNI-HOSTPORT-SETMARK"},
@@ -35,7 +36,7 @@ func TestMain(m *testing.M) {
 		out, err := iptables("-t", "nat", "-S", "CNI-HOSTPORT-DNAT")
 		natIdle := err != nil || len(strings.Split(strings.TrimSpace(out), "\n")) == 1
 		for _, c := range sharedChains {
-			if !existed[c.chain] && (c.table == "filter" || natIdle) {
+			if !existed[c.chain] && (c.table == "filter" || c.chain == postroutingChain || natIdle) {
 				removeSharedChain(c.table, c.chain)
 			}
 		}
