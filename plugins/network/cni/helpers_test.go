@@ -43,6 +43,10 @@ type testEnv struct {
 	m     *Manager
 	cfg   Config
 	state string
+	// grace is the managers' dropGrace: none unless a test asks, so a
+	// network's rules go with its last attachment and tests can count
+	// them right after.
+	grace time.Duration
 }
 
 type envOpt func(*Config)
@@ -79,7 +83,15 @@ func (e *testEnv) open() *Manager {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	m.dropGrace = e.grace
 	return m
+}
+
+// setGrace sets how long networks' rules outlive their last attachment,
+// for this manager and those restart opens.
+func (e *testEnv) setGrace(d time.Duration) {
+	e.grace = d
+	e.m.dropGrace = d
 }
 
 // restart closes the manager and opens a new one on the same folders, as

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/berthd/berth/core/netns"
 	"github.com/berthd/berth/core/network"
@@ -34,6 +35,8 @@ func measure(t testing.TB, e *testEnv, n *network.Network) footprint {
 func TestAttachDetachCyclesLeaveNothing(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
+	// The network's rules stay between cycles, as in back-to-back runs.
+	e.setGrace(time.Hour)
 	n := e.createNetwork(network.CreateRequest{})
 	ctx := nsCtx()
 	cycles := 100
@@ -67,6 +70,10 @@ func TestAttachDetachCyclesLeaveNothing(t *testing.T) {
 			t.Fatalf("cycle %d: %v", i, err)
 		}
 	}
+	if kept := measure(t, e, n); kept.rules == 0 || kept.leases != before.leases || kept.veths != before.veths || kept.mounts != before.mounts {
+		t.Errorf("during the grace after %d cycles: %+v, before: %+v", cycles, kept, before)
+	}
+	e.m.flushDrops()
 	if after := measure(t, e, n); after != before {
 		t.Errorf("after %d cycles: %+v, before: %+v\n%s", cycles, after, before, strings.Join(rulesMentioning(t, `"`+n.Name+`"`, n.Bridge), "\n"))
 	}

@@ -44,7 +44,13 @@ type Manager struct {
 	atts    map[string]*attachmentRecord // by attachmentKey
 	resv    map[string][]*reservation    // by attachmentKey
 	servers map[string]*dns.Server       // by network name
-	rulesUp map[string]bool              // networks whose filter rules are in place
+	rulesUp map[string]bool              // networks whose rules are in place
+	drops   map[string]*pendingDrop      // by network name: rules to remove after the grace
+
+	// dropGrace is how long a network's rules outlive its last
+	// attachment (ruleGrace; zero removes them at once). Set before
+	// the manager is used.
+	dropGrace time.Duration
 }
 
 var _ network.Manager = (*Manager)(nil)
@@ -76,15 +82,19 @@ func New(ctx context.Context, cfg Config, state string) (*Manager, error) {
 		resv:    map[string][]*reservation{},
 		servers: map[string]*dns.Server{},
 		rulesUp: map[string]bool{},
+		drops:   map[string]*pendingDrop{},
 	}
 	if err := m.writeDefaultNetwork(); err != nil {
 		st.close()
 		return nil, err
 	}
+	// Recovery removes the rules of networks whose stale attachments it
+	// tears down at once: no run cycle is under way to keep them for.
 	if err := m.recover(ctx); err != nil {
 		m.Close()
 		return nil, err
 	}
+	m.dropGrace = ruleGrace
 	return m, nil
 }
 
@@ -93,8 +103,10 @@ func New(ctx context.Context, cfg Config, state string) (*Manager, error) {
 // records let the next berthd take them over. Bridges of berth's
 // networks without containers are removed (the bridge plugin makes them
 // again on the next attachment), so a stopped berthd leaves no idle
-// interfaces behind.
+// interfaces behind; neither does it leave the rules of networks whose
+// last attachment went during the grace.
 func (m *Manager) Close() error {
+	m.flushDrops()
 	m.removeIdleBridges()
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -330,8 +330,9 @@ func (m *Manager) removeNetworkLocked(n *network.Network) error {
 	}
 	m.mu.Unlock()
 	if n.Bridge != "" {
-		if err := removeRules(n); err != nil {
-			return fmt.Errorf("remove firewall rules of network %s: %w", n.Name, err)
+		m.cancelDrop(n.Name)
+		if err := m.removeNetworkRules(n); err != nil {
+			return err
 		}
 		if err := deleteLink(n.Bridge); err != nil {
 			return err

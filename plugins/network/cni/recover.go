@@ -99,7 +99,7 @@ func (m *Manager) restore(key string, rec *attachmentRecord) {
 		return
 	}
 	n, err := parseNetwork(rec.Config, "")
-	if err != nil || !n.Managed() || n.Driver != network.DriverBridge || n.Bridge == "" {
+	if err != nil || !hasRules(n) {
 		return
 	}
 	if err := ensureRules(n); err != nil {
