@@ -370,8 +370,8 @@ func TestNetworkRunCycles(t *testing.T) {
 	t.Parallel()
 	d := netDaemon(t)
 	bridge, prefix := defaultBridge(t, d)
-	// One cycle first: the bridge and the network's rules stay while the
-	// daemon runs.
+	// One cycle first: the bridge stays while the daemon runs, the
+	// network's rules for a grace of seconds after its last container.
 	id := strings.TrimSpace(d.MustBerth("run", "-d", "-p", fmt.Sprintf("%d:80", freePort(t)), "busybox", "sleep", "60"))
 	d.MustBerth("rm", "-f", id)
 	before := countNetResources(t, d, bridge, prefix)
