@@ -88,6 +88,10 @@ func New(ctx context.Context, cfg Config, state string) (*Manager, error) {
 		st.close()
 		return nil, err
 	}
+	if err := m.upgradeLists(); err != nil {
+		st.close()
+		return nil, err
+	}
 	// Recovery removes the rules of networks whose stale attachments it
 	// tears down at once: no run cycle is under way to keep them for.
 	if err := m.recover(ctx); err != nil {

@@ -70,7 +70,7 @@ func (m *Manager) recover(ctx context.Context) error {
 			stale = append(stale, rec)
 			continue
 		}
-		m.restore(key, rec)
+		m.restore(key, rec, nets)
 	}
 	for _, rec := range stale {
 		slog.Info("tearing down a stale attachment", "container", rec.Namespace+"/"+rec.ContainerID, "network", rec.Network, "state", rec.State, "netns", rec.NetNS)
@@ -81,7 +81,7 @@ func (m *Manager) recover(ctx context.Context) error {
 	return nil
 }
 
-func (m *Manager) restore(key string, rec *attachmentRecord) {
+func (m *Manager) restore(key string, rec *attachmentRecord, nets []*network.Network) {
 	for _, p := range rec.Ports {
 		r, _, err := reservePort(p, p.HostPort)
 		if err != nil {
@@ -98,7 +98,13 @@ func (m *Manager) restore(key string, rec *attachmentRecord) {
 	if m.rulesUp[rec.Network] {
 		return
 	}
-	n, err := parseNetwork(rec.Config, "")
+	// The rules are the network's as its list is now (new attachments
+	// will follow it), not as this attachment recorded it: the list may
+	// have changed since (see upgradeLists).
+	n, err := findByName(nets, rec.Network)
+	if err != nil {
+		n, err = parseNetwork(rec.Config, "")
+	}
 	if err != nil || !hasRules(n) {
 		return
 	}

@@ -192,6 +192,72 @@ func TestListWithoutMasqueradeFlagKeepsPluginMasquerade(t *testing.T) {
 	}
 }
 
+// TestOldListUpgradedAtStart: a list berth wrote before it masqueraded
+// its networks itself is rewritten at start (ipMasq off, the flag on);
+// a container attached under the old list keeps the plugin's masquerade
+// until it goes, one attached after the upgrade gets berth's, and both
+// reach the outside as the host.
+func TestOldListUpgradedAtStart(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	subnet := netip.MustParsePrefix(randomSubnet(t))
+	meta := berthMeta{ID: newID(), Driver: network.DriverBridge, Options: map[string]string{network.OptionBridge: randomName("bt")}, Created: time.Now().UTC()}
+	data, err := managedList(randomName("up"), meta, subnet, subnet.Addr().Next(), e.m.ipamDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list map[string]any
+	if err := json.Unmarshal(data, &list); err != nil {
+		t.Fatal(err)
+	}
+	delete(list["berth"].(map[string]any), "masquerade")
+	list["plugins"].([]any)[0].(map[string]any)["ipMasq"] = true
+	if data, err = json.Marshal(list); err != nil {
+		t.Fatal(err)
+	}
+	name := list["name"].(string)
+	if err := os.WriteFile(e.m.confPath(name), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	oldSB := e.sandbox("before")
+	e.attach(network.AttachRequest{ContainerID: "before", Network: name})
+
+	e.restart()
+	n, err := e.m.Network(nsCtx(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !masquerades(n) || strings.Contains(string(n.Config), `"ipMasq": true`) {
+		t.Fatalf("list not upgraded:\n%s", n.Config)
+	}
+	if info, err := os.Stat(e.m.confPath(name)); err != nil || info.Mode().Perm() != 0o644 {
+		t.Errorf("upgraded file: %v %v", info, err)
+	}
+	if rules := rulesMentioning(t, " ! -o "+n.Bridge+" -j MASQUERADE"); len(rules) != 1 {
+		t.Errorf("berth's masquerade rule after the upgrade: %q", rules)
+	}
+	newSB := e.sandbox("after")
+	e.attach(network.AttachRequest{ContainerID: "after", Network: name})
+	if rules := rulesMentioning(t, cniID("test", "after")); len(rules) != 0 {
+		t.Errorf("the plugin masquerades a container attached after the upgrade:\n%s", strings.Join(rules, "\n"))
+	}
+	o := newOutside(t)
+	server := servePeer(t, o.netns, o.addr)
+	for _, sb := range []*network.Sandbox{oldSB, newSB} {
+		if got := peerSeen(t, sb.NetNS, server); got != o.hostIP {
+			t.Errorf("the outside saw %s as %q, want the host's %s", sb.ID, got, o.hostIP)
+		}
+	}
+	for _, id := range []string{"before", "after"} {
+		if err := e.m.RemoveSandbox(nsCtx(), id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rules := rulesMentioning(t, cniID("test", "before"), cniID("test", "after"), n.Bridge); len(rules) != 0 {
+		t.Errorf("rules left:\n%s", strings.Join(rules, "\n"))
+	}
+}
+
 // cycle runs a container's network life: sandbox, attachment, removal.
 func cycle(t *testing.T, e *testEnv, id string, n *network.Network) {
 	t.Helper()
