@@ -120,7 +120,7 @@ func (m *Manager) startLocked(ctx context.Context, ns string, e *entry, r *Recor
 		return m.startFailed(ctx, r, err)
 	}
 	now := time.Now().UTC()
-	run := &runState{task: task, started: now, done: make(chan struct{}), drained: make(chan struct{})}
+	run := &runState{task: task, started: now, done: make(chan struct{}), drained: make(chan struct{}), memoryLimited: o.Memory > 0}
 	e.run, e.lastRun = run, run
 	r.State = State{Status: StatusRunning, Pid: int(task.Pid()), StartedAt: now, FinishedAt: r.State.FinishedAt, RestartCount: r.State.RestartCount}
 	if err := m.saveState(ctx, r); err != nil {

@@ -190,6 +190,9 @@ type runState struct {
 	drained chan struct{}
 	// oom is set when the kernel's OOM killer hit the container.
 	oom bool
+	// memoryLimited is set when the container has a memory limit: its
+	// exit is checked for OOM kills the events did not report in time.
+	memoryLimited bool
 }
 
 func key(ns, id string) string { return ns + "/" + id }

@@ -68,6 +68,13 @@ func (m *Manager) handleExit(ns, id string, e *entry, run *runState, exit Exit) 
 		return
 	}
 	e.run = nil
+	if run.task != nil && run.memoryLimited && !run.oom {
+		// The OOM event and the exit race; the cgroup's kill counter,
+		// read before the task (and its cgroup) goes, does not.
+		if mt, err := run.task.Metrics(ctx); err == nil && mt.OOMKills > 0 {
+			run.oom = true
+		}
+	}
 	if run.task != nil {
 		// Deleting the task makes the shim flush the container's output
 		// into the log.
@@ -244,7 +251,7 @@ func (m *Manager) reconcileOne(ctx context.Context, rt Runtime, ns string, r Rec
 			slog.Warn("reconcile container", "id", r.ID, "error", err)
 			return
 		}
-		run := &runState{task: task, started: r.State.StartedAt, done: make(chan struct{}), drained: make(chan struct{})}
+		run := &runState{task: task, started: r.State.StartedAt, done: make(chan struct{}), drained: make(chan struct{}), memoryLimited: r.Config.Options.Memory > 0}
 		e.run, e.lastRun = run, run
 		m.wg.Add(1)
 		if task == nil {

@@ -92,4 +92,7 @@ type Metrics struct {
 	MemoryUsage, MemoryLimit uint64
 	Pids                     uint64
 	BlockRead, BlockWrite    uint64
+	// OOMKills counts the processes the OOM killer ended in the
+	// container's cgroup.
+	OOMKills uint64
 }

@@ -221,6 +221,7 @@ func v1Metrics(m *v1stats.Metrics) run.Metrics {
 	out.MemoryUsage = usage
 	out.MemoryLimit = mem.GetUsage().GetLimit()
 	out.Pids = m.GetPids().GetCurrent()
+	out.OOMKills = m.GetMemoryOomControl().GetOomKill()
 	for _, e := range m.GetBlkio().GetIoServiceBytesRecursive() {
 		switch strings.ToLower(e.GetOp()) {
 		case "read":
@@ -243,6 +244,7 @@ func v2Metrics(m *v2stats.Metrics) run.Metrics {
 	out.MemoryUsage = usage
 	out.MemoryLimit = mem.GetUsageLimit()
 	out.Pids = m.GetPids().GetCurrent()
+	out.OOMKills = m.GetMemoryEvents().GetOomKill()
 	for _, e := range m.GetIo().GetUsage() {
 		out.BlockRead += e.GetRbytes()
 		out.BlockWrite += e.GetWbytes()
