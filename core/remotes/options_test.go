@@ -108,7 +108,9 @@ func TestLogin(t *testing.T) {
 // Blobs take download slots in manifest order, so under a bound of one the
 // registry sees config, then layers bottom up.
 func TestDownloadsInManifestOrder(t *testing.T) {
-	t.Parallel()
+	// Not parallel: concurrent fetches of the same blobs share one flight
+	// per digest in this process (see collapse), and other tests fetch
+	// this image too; a joined flight lets the next blob start early.
 	img := buildImage(t, testimages.MultiLayer)
 	reg, _ := pushed(t, img, "order:1")
 	proxy := registry.NewProxy(t, reg)
