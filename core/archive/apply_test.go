@@ -14,10 +14,12 @@ import (
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
+
+	"github.com/berthd/berth/internal/testutil/require"
 )
 
 func TestApplyMetadata(t *testing.T) {
-	needRoot(t)
+	require.Root(t)
 	root := t.TempDir()
 	mtime := time.Date(2020, 1, 2, 3, 4, 5, 123456789, time.UTC)
 	atime := time.Date(2019, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -198,7 +200,7 @@ func TestApplyWhiteoutRemove(t *testing.T) {
 }
 
 func TestApplyWhiteoutOverlayMode(t *testing.T) {
-	needRoot(t)
+	require.Root(t)
 	root := t.TempDir()
 	apply(t, root, newTar(t).
 		dir("etc/", 0o755).

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berthd/berth/internal/testutil/require"
 )
 
 // baseLayer is a small image: every entry type, owners, modes, xattrs, a
@@ -129,7 +131,7 @@ func writeDiff(t *testing.T, lower, upper string) []byte {
 }
 
 func TestDiffRoundTrip(t *testing.T) {
-	needRoot(t)
+	require.Root(t)
 	base := t.TempDir()
 	parent := buildParent(t, filepath.Join(base, "parent"))
 	upper := buildParent(t, filepath.Join(base, "upper"))
@@ -170,7 +172,7 @@ func TestDiffRoundTrip(t *testing.T) {
 }
 
 func TestDiffExportFromEmpty(t *testing.T) {
-	needRoot(t)
+	require.Root(t)
 	base := t.TempDir()
 	parent := buildParent(t, filepath.Join(base, "parent"))
 	var buf bytes.Buffer

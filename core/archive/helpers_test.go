@@ -255,16 +255,6 @@ func apply(t *testing.T, root string, layer io.Reader, opts ...ApplyOpt) {
 // output; tests about logging pass their own.
 var quietLogger = slog.New(slog.DiscardHandler)
 
-func needRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root")
-		}
-		t.Skip("needs root")
-	}
-}
-
 func lstat(t testing.TB, p string) unix.Stat_t {
 	t.Helper()
 	var st unix.Stat_t

@@ -7,24 +7,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
-)
 
-func needTar(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("tar"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs GNU tar")
-		}
-		t.Skip("needs GNU tar")
-	}
-}
+	"github.com/berthd/berth/internal/testutil/require"
+)
 
 // TestGNUTarInterop checks both directions against GNU tar: what tar writes
 // (POSIX format with xattrs) Apply extracts faithfully, and what WriteDiff
 // writes tar extracts faithfully.
 func TestGNUTarInterop(t *testing.T) {
-	needRoot(t)
-	needTar(t)
+	require.Root(t)
+	require.Binary(t, "tar")
 	base := t.TempDir()
 	src := buildParent(t, filepath.Join(base, "src"))
 	mutate(t, src, false)

@@ -13,6 +13,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
+
+	"github.com/berthd/berth/internal/testutil/require"
 )
 
 func TestApplySecurity(t *testing.T) { runSecurityCases(t) }
@@ -241,7 +243,7 @@ func TestApplyEscapeErrorsAreInvalidArgument(t *testing.T) {
 }
 
 func TestApplySetuidOnlyAsTarSays(t *testing.T) {
-	needRoot(t)
+	require.Root(t)
 	s := newSandbox(t)
 	// A setgid directory passes its group and setgid bit to new children;
 	// the tar's modes must win anyway.
@@ -264,7 +266,7 @@ func TestApplySetuidOnlyAsTarSays(t *testing.T) {
 }
 
 func TestApplyDevicesAndOwnershipOutsideUntouched(t *testing.T) {
-	needRoot(t)
+	require.Root(t)
 	s := newSandbox(t)
 	// A device node named through an escaping symlink must not appear
 	// outside.
@@ -289,14 +291,8 @@ func TestApplySkipsDevicesWithoutCapMknod(t *testing.T) {
 		applyWithoutMknod(t)
 		return
 	}
-	needRoot(t)
-	setpriv, err := exec.LookPath("setpriv")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs setpriv (util-linux)")
-		}
-		t.Skip("needs setpriv (util-linux)")
-	}
+	require.Root(t)
+	setpriv := require.Binary(t, "setpriv")
 	cmd := exec.Command(setpriv, "--bounding-set=-mknod", "--inh-caps=-mknod", os.Args[0], "-test.run=^TestApplySkipsDevicesWithoutCapMknod$", "-test.v")
 	cmd.Env = append(os.Environ(), "BERTH_ARCHIVE_NOMKNOD_CHILD=1")
 	out, err := cmd.CombinedOutput()

@@ -9,18 +9,9 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
-)
 
-func needRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("needs root to mount")
-	}
-	t.Skip("needs root to mount")
-}
+	"github.com/berthd/berth/internal/testutil/require"
+)
 
 // mountOn mounts m on a fresh directory and unmounts it when the test ends.
 func mountOn(t *testing.T, target string, mount func() error) {
@@ -46,7 +37,7 @@ func TestParseOptions(t *testing.T) {
 }
 
 func TestBindReadOnly(t *testing.T) {
-	needRoot(t)
+	require.Root(t)
 	src, target := t.TempDir(), t.TempDir()
 	if err := os.WriteFile(filepath.Join(src, "f"), []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
@@ -154,7 +145,7 @@ func longOverlay(t *testing.T, n int, active bool) (Mount, string) {
 }
 
 func TestOverlay128LayersAuto(t *testing.T) {
-	needRoot(t)
+	require.Root(t)
 	m, dir := longOverlay(t, 128, true)
 	target := t.TempDir()
 	mountOn(t, target, func() error { return m.Mount(target) })
@@ -168,7 +159,7 @@ func TestOverlay128LayersAuto(t *testing.T) {
 }
 
 func TestOverlay128LayersRelative(t *testing.T) {
-	needRoot(t)
+	require.Root(t)
 	cwd, err := os.Getwd()
 	if err != nil {
 		t.Fatal(err)
@@ -191,7 +182,7 @@ func TestOverlay128LayersRelative(t *testing.T) {
 }
 
 func TestOverlay128LayersFsconfig(t *testing.T) {
-	needRoot(t)
+	require.Root(t)
 	if !hasLowerdirPlus() {
 		t.Skip("kernel overlayfs has no fsconfig lowerdir+ (needs Linux 6.8)")
 	}
@@ -210,7 +201,7 @@ func TestOverlay128LayersFsconfig(t *testing.T) {
 }
 
 func TestOverlayFsconfigReportsKernelMessage(t *testing.T) {
-	needRoot(t)
+	require.Root(t)
 	if !hasLowerdirPlus() {
 		t.Skip("kernel overlayfs has no fsconfig lowerdir+ (needs Linux 6.8)")
 	}
@@ -222,7 +213,7 @@ func TestOverlayFsconfigReportsKernelMessage(t *testing.T) {
 }
 
 func TestUnmountRecursive(t *testing.T) {
-	needRoot(t)
+	require.Root(t)
 	src, target := t.TempDir(), t.TempDir()
 	if err := os.Mkdir(filepath.Join(src, "sub"), 0o755); err != nil {
 		t.Fatal(err)

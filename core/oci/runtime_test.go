@@ -18,21 +18,14 @@ import (
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-)
 
-// missing skips the test for a missing dependency, or fails it under CI.
-func missing(t *testing.T, what string) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("needs %s", what)
-	}
-	t.Skipf("needs %s", what)
-}
+	"github.com/berthd/berth/internal/testutil/require"
+)
 
 func requireRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		missing(t, "root")
+		require.Missing(t, "root")
 	}
 }
 
@@ -43,7 +36,7 @@ func busyboxRootfs(t *testing.T, dir string) {
 	t.Helper()
 	bb, err := exec.LookPath("busybox")
 	if err != nil {
-		missing(t, "busybox (busybox-static)")
+		require.Missing(t, "busybox (busybox-static)")
 	}
 	out, err := exec.Command(bb, "--list").Output()
 	if err != nil {
@@ -106,7 +99,7 @@ func forEachRuntime(t *testing.T, fn func(t *testing.T, rt *ociRuntime)) {
 		t.Run(name, func(t *testing.T) {
 			bin, err := exec.LookPath(name)
 			if err != nil {
-				missing(t, name)
+				require.Missing(t, name)
 			}
 			fn(t, newRuntime(t, bin))
 		})
@@ -133,7 +126,7 @@ func newRuntime(t *testing.T, bin string) *ociRuntime {
 	// namespace of the test's own) it uses the v1 hierarchies like runc.
 	if filepath.Base(bin) == "crun" && hybridWithV2Controllers() {
 		if _, err := exec.LookPath("unshare"); err != nil {
-			missing(t, "unshare (util-linux) to run crun on this hybrid cgroup host")
+			require.Missing(t, "unshare (util-linux) to run crun on this hybrid cgroup host")
 		}
 		rt.hideUnified = true
 	}

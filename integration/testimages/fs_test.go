@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/berthd/berth/internal/testutil/require"
 )
 
 // extractLayers applies layer tarballs in order to root with GNU tar,
@@ -16,7 +18,7 @@ import (
 // replacing a directory) itself, as an independent check of the images.
 func extractLayers(t *testing.T, root string, layers [][]byte) {
 	t.Helper()
-	tarBin := needBinary(t, "tar")
+	tarBin := require.Binary(t, "tar")
 	for i, layer := range layers {
 		for _, e := range readTar(t, layer) {
 			prepareEntry(t, root, e.hdr)
@@ -63,7 +65,7 @@ func removeAll(t *testing.T, p string) {
 func TestMultiLayerFilesystem(t *testing.T) {
 	t.Parallel()
 	needBusybox(t)
-	needRoot(t) // owners and device nodes
+	require.Root(t) // owners and device nodes
 	for _, c := range compressions {
 		img, err := MultiLayer(WithCompression(c))
 		if err != nil {

@@ -6,40 +6,16 @@ import (
 	"errors"
 	"io"
 	"os"
-	"os/exec"
 	"testing"
-)
 
-// missing skips t, or fails it under CI=true, when a dependency is absent.
-func missing(t testing.TB, what string) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("needs %s", what)
-	}
-	t.Skipf("needs %s", what)
-}
+	"github.com/berthd/berth/internal/testutil/require"
+)
 
 func needBusybox(t testing.TB) {
 	t.Helper()
 	if _, err := os.Stat(BusyboxPath); err != nil {
-		missing(t, BusyboxPath+" (busybox-static)")
+		require.Missing(t, BusyboxPath+" (busybox-static)")
 	}
-}
-
-func needRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		missing(t, "root")
-	}
-}
-
-func needBinary(t testing.TB, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		missing(t, name)
-	}
-	return p
 }
 
 // tarEntry is a header with its data, as read back from a tarball.

@@ -35,6 +35,8 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/berthd/berth/internal/testutil/require"
 )
 
 var (
@@ -59,24 +61,14 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// skipOrFail skips a test whose environment lacks something, unless CI=true
-// demands everything.
-func skipOrFail(t *testing.T, msg string) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-}
-
 func requireEnv(t *testing.T, binaries ...string) {
 	t.Helper()
 	if os.Getuid() != 0 {
-		skipOrFail(t, "needs root")
+		require.Missing(t, "needs root")
 	}
 	for _, b := range append([]string{"runc", "busybox"}, binaries...) {
 		if _, err := exec.LookPath(b); err != nil {
-			skipOrFail(t, "needs "+b)
+			require.Missing(t, "needs "+b)
 		}
 	}
 	if buildErr != nil {

@@ -7,11 +7,12 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
 	"github.com/containerd/errdefs"
+
+	"github.com/berthd/berth/internal/testutil/require"
 )
 
 // sample returns n bytes that compress like typical layer content: words
@@ -51,16 +52,6 @@ func compress(t testing.TB, data []byte, c Compression) []byte {
 	return buf.Bytes()
 }
 
-func requireUnpigz(t testing.TB) {
-	t.Helper()
-	if _, err := exec.LookPath("unpigz"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs unpigz (apt-get install pigz)")
-		}
-		t.Skip("needs unpigz (apt-get install pigz)")
-	}
-}
-
 func TestRoundTrip(t *testing.T) {
 	data := sample(3 << 20)
 	for _, c := range []Compression{Uncompressed, Gzip, Zstd} {
@@ -94,7 +85,7 @@ func TestGzipImplementations(t *testing.T) {
 	for _, impl := range []GzipImpl{GzipKlauspost, GzipKlauspostAsync, GzipStdlib, GzipUnpigz} {
 		t.Run(implName(impl), func(t *testing.T) {
 			if impl == GzipUnpigz {
-				requireUnpigz(t)
+				require.Binary(t, "unpigz")
 			}
 			rc, err := NewGzipReader(bytes.NewReader(z), impl)
 			if err != nil {
@@ -134,7 +125,7 @@ func TestEarlyClose(t *testing.T) {
 	for _, impl := range []GzipImpl{GzipKlauspostAsync, GzipUnpigz} {
 		t.Run(implName(impl), func(t *testing.T) {
 			if impl == GzipUnpigz {
-				requireUnpigz(t)
+				require.Binary(t, "unpigz")
 			}
 			earlyClose(t, z, impl)
 		})
@@ -280,7 +271,7 @@ func BenchmarkGzipDecompress(b *testing.B) {
 	for _, impl := range []GzipImpl{GzipKlauspost, GzipKlauspostAsync, GzipStdlib, GzipUnpigz} {
 		b.Run(implName(impl), func(b *testing.B) {
 			if impl == GzipUnpigz {
-				requireUnpigz(b)
+				require.Binary(b, "unpigz")
 			}
 			b.SetBytes(int64(len(data)))
 			for b.Loop() {

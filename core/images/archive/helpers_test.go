@@ -24,21 +24,13 @@ import (
 	"github.com/berthd/berth/core/metadata"
 	"github.com/berthd/berth/core/namespaces"
 	"github.com/berthd/berth/integration/testimages"
+	"github.com/berthd/berth/internal/testutil/require"
 )
-
-// missing skips t, or fails it under CI=true, when a dependency is absent.
-func missing(t testing.TB, what string) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("needs %s", what)
-	}
-	t.Skipf("needs %s", what)
-}
 
 func needBusybox(t testing.TB) {
 	t.Helper()
 	if _, err := os.Stat(testimages.BusyboxPath); err != nil {
-		missing(t, testimages.BusyboxPath+" (busybox-static)")
+		require.Missing(t, testimages.BusyboxPath+" (busybox-static)")
 	}
 }
 

@@ -12,26 +12,20 @@ import (
 
 	v1stats "github.com/containerd/cgroups/v3/cgroup1/stats"
 	v2stats "github.com/containerd/cgroups/v3/cgroup2/stats"
-)
 
-func skipOrFail(t *testing.T, msg string) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-}
+	"github.com/berthd/berth/internal/testutil/require"
+)
 
 // testCgroup creates a memory-limited cgroup and returns a function that
 // runs a shell command in it.
 func testCgroup(t *testing.T, limit int64) (run func(script string) error) {
 	t.Helper()
 	if os.Getuid() != 0 {
-		skipOrFail(t, "needs root")
+		require.Missing(t, "needs root")
 	}
 	busybox, err := exec.LookPath("busybox")
 	if err != nil {
-		skipOrFail(t, "needs busybox")
+		require.Missing(t, "needs busybox")
 	}
 	name := fmt.Sprintf("berth-cgtest-%d-%s", os.Getpid(), t.Name())
 	var dirs []string
