@@ -126,17 +126,23 @@ func (m *Manager) shimCommand(ctx context.Context, binary, ns, id, bundle string
 	full = append(full, args...)
 	cmd := exec.CommandContext(ctx, binary, full...)
 	cmd.Dir = bundle
-	cmd.Env = append(os.Environ(),
-		envTTRPCAddress+"="+m.opts.TTRPCAddress,
-		envGRPCAddress+"="+m.opts.Address,
-		envNamespace+"="+ns,
-		envMaxShimVersion+"=2",
-	)
+	cmd.Env = m.shimEnv(envNamespace + "=" + ns)
 	// Its own process group: a terminal's signals to berthd's group do not
 	// reach the shim.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.WaitDelay = time.Second
 	return cmd
+}
+
+// shimEnv is the environment of a shim process: berthd's, the daemon's
+// addresses, the shim API version, and extra.
+func (m *Manager) shimEnv(extra ...string) []string {
+	env := append(os.Environ(),
+		envTTRPCAddress+"="+m.opts.TTRPCAddress,
+		envGRPCAddress+"="+m.opts.Address,
+		envMaxShimVersion+"=2",
+	)
+	return append(env, extra...)
 }
 
 // startShim runs the shim's start command and returns the address it

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -103,11 +102,8 @@ func (m *Manager) spareCommand(binary string) func() *exec.Cmd {
 		}
 		cmd := exec.Command(binary, append(args, spare.Action)...)
 		cmd.Dir = m.opts.State
-		cmd.Env = append(os.Environ(),
-			envTTRPCAddress+"="+m.opts.TTRPCAddress,
-			envGRPCAddress+"="+m.opts.Address,
-			envMaxShimVersion+"=2",
-		)
+		// No NAMESPACE: the spare learns its namespace when adopted.
+		cmd.Env = m.shimEnv()
 		return cmd
 	}
 }
